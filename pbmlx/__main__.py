@@ -1,0 +1,3 @@
+from pbmlx.cli import main
+
+raise SystemExit(main())
