@@ -1,7 +1,11 @@
 """pbmlx: on-device, instruction-driven photo editing.
 
+``pbmlx.edit(image, "instruction", ...)`` edits a PIL image (see :mod:`pbmlx.flow`);
+``pbmlx.plan("instruction")`` shows what an instruction will do (see :mod:`pbmlx.plan`).
+
 Importing pbmlx first gives MLX an optimized BLAS on Linux (see :mod:`pbmlx.backend`); this
-must happen before anything imports ``mlx.core``, so it is the first statement here.
+must happen before anything imports ``mlx.core``, so it is the first statement here. The
+public functions are loaded on first use, so ``import pbmlx`` stays cheap.
 """
 
 from pbmlx.backend import use_optimized_blas
@@ -11,4 +15,19 @@ use_optimized_blas()
 from pbmlx.errors import PbmlxError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["PbmlxError", "__version__"]
+__all__ = ["EditResult", "PbmlxError", "__version__", "edit", "plan"]
+
+_LAZY = {
+    "edit": ("pbmlx.flow", "edit"),
+    "EditResult": ("pbmlx.flow", "EditResult"),
+    "plan": ("pbmlx.plan", "plan"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'pbmlx' has no attribute {name!r}")

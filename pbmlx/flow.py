@@ -22,7 +22,7 @@ from PIL import Image
 from pbmlx.errors import PbmlxError
 from pbmlx.load import DEFAULT_MAX_PIXELS, Photo, read_image
 from pbmlx.plan import EditPlan, plan
-from pbmlx.save import default_output_path, write_image
+from pbmlx.save import check_output_path, default_output_path, write_image
 
 ENGINES = ("auto", "adjust", "diffusion")
 MODEL_ENV = "PBMLX_MODEL"  # default editor model (a converted folder or a hub id)
@@ -60,8 +60,13 @@ class EditResult:
         }
 
 
-def plan_turns(instructions: list[str], engine: str = "auto") -> list[tuple[EditPlan, str]]:
-    """Plan every instruction and choose its engine; raise before any work if one can't run."""
+def plan_turns(
+    instructions: list[str], engine: str = "auto", *, need_editor: bool = True
+) -> list[tuple[EditPlan, str]]:
+    """Plan every instruction and choose its engine; raise before any work if one can't run.
+
+    With ``need_editor=False`` (a dry run) diffusion turns are planned without an editor.
+    """
     if engine not in ENGINES:
         raise PbmlxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if not instructions:
@@ -77,7 +82,7 @@ def plan_turns(instructions: list[str], engine: str = "auto") -> list[tuple[Edit
                 f"the adjust engine cannot do {text!r}: {p.reason}; drop --engine adjust to use the editor"
             )
         planned.append((p, chosen))
-    if any(chosen == "diffusion" for _, chosen in planned):
+    if need_editor and any(chosen == "diffusion" for _, chosen in planned):
         _require_editor(next(p for p, c in planned if c == "diffusion"))
     return planned
 
@@ -88,7 +93,7 @@ def _require_editor(p: EditPlan) -> None:
         f"{MODEL_ENV}={os.environ[MODEL_ENV]!r} is set, but " if os.environ.get(MODEL_ENV) else ""
     )
     raise PbmlxError(
-        f"{p.instruction!r} needs the generative editor (route: diffusion; {p.reason}), and {where}"
+        f"{p.instruction!r} needs the generative editor (route: diffusion: {p.reason.rstrip('.')}), and {where}"
         "this pbmlx has no editor model to run it: only global photometric edits (brightness, "
         "contrast, colour, grain, vignette, blur, ...) work offline. Rephrase as a global edit, "
         "or see README.md 'Generative edits' for the InstructPix2Pix editor."
@@ -179,6 +184,9 @@ def edit_file(
     planned = plan_turns(instructions, engine)
     input = Path(input)
     out_path = Path(output) if output is not None else default_output_path(input)
+    check_output_path(
+        out_path, input, overwrite=overwrite
+    )  # fail before decoding, not after editing
     photo: Photo = read_image(input, max_pixels=max_pixels)
     t_load = time.perf_counter()
     rgb, turns = _run_turns(photo.rgb, planned, seed)
@@ -197,7 +205,7 @@ def edit_file(
 
 def main(args: argparse.Namespace) -> int:
     if args.dry_run:
-        for p, engine in plan_turns(args.instructions, args.engine):
+        for p, engine in plan_turns(args.instructions, args.engine, need_editor=False):
             if args.json:
                 print(json.dumps(p.to_dict()))
             else:
