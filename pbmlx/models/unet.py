@@ -24,8 +24,9 @@ import numpy as np
 from pbmlx.errors import PbmlxError
 
 # Options of diffusers' UNet2DConditionModel that change the network in ways this
-# implementation does not have, with the value that means "not used". A config that sets any
-# other value is refused rather than silently mis-run.
+# implementation does not have, with the value that means "not used" (None and False are
+# both "not used" where either is). A config that sets any other value is refused rather than
+# silently mis-run.
 UNSUPPORTED_OPTIONS: dict[str, Any] = {
     "class_embed_type": None,
     "num_class_embeds": None,
@@ -116,7 +117,9 @@ class UNetConfig:
         this implementation does not have (:data:`UNSUPPORTED_OPTIONS`) raise PbmlxError."""
         for key, off in UNSUPPORTED_OPTIONS.items():
             value = config.get(key, off)
-            if value != off and not (off is False and value is None):
+            values = value if isinstance(value, list) else [value]  # per-block lists
+            unused = (off,) if off not in (None, False) else (None, False)
+            if any(v not in unused for v in values):
                 raise PbmlxError(f"UNet option {key}={value!r} is not supported by pbmlx.")
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in names}
