@@ -77,11 +77,13 @@ class CLIPTextOutput(NamedTuple):
 
 
 class CLIPAttention(nn.Module):
-    """Causal multi-head self-attention with biased projections."""
+    """Multi-head self-attention with biased projections; causal unless ``causal=False`` (the
+    vision tower of :mod:`pbmlx.models.clip` attends to every patch)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, causal: bool = True):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
@@ -94,7 +96,8 @@ class CLIPAttention(nn.Module):
             p(x).reshape(B, L, self.heads, d).transpose(0, 2, 1, 3)  # (B, heads, L, d)
             for p in (self.q_proj, self.k_proj, self.v_proj)
         )
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5, mask="causal")
+        mask = "causal" if self.causal else None
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, D))
 
 
@@ -110,12 +113,13 @@ class CLIPMLP(nn.Module):
 
 
 class CLIPEncoderLayer(nn.Module):
-    """``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
+    """``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``. ``cfg`` may be any config with these
+    five fields (the vision tower passes its own, with ``causal=False``)."""
 
-    def __init__(self, cfg: CLIPTextConfig):
+    def __init__(self, cfg: CLIPTextConfig, causal: bool = True):
         super().__init__()
         d = cfg.hidden_size
-        self.self_attn = CLIPAttention(d, cfg.num_attention_heads)
+        self.self_attn = CLIPAttention(d, cfg.num_attention_heads, causal)
         self.layer_norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.mlp = CLIPMLP(d, cfg.intermediate_size, ACTIVATIONS[cfg.hidden_act])
         self.layer_norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
@@ -137,9 +141,9 @@ class CLIPEmbeddings(nn.Module):
 
 
 class CLIPEncoder(nn.Module):
-    def __init__(self, cfg: CLIPTextConfig):
+    def __init__(self, cfg: CLIPTextConfig, causal: bool = True):
         super().__init__()
-        self.layers = [CLIPEncoderLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+        self.layers = [CLIPEncoderLayer(cfg, causal) for _ in range(cfg.num_hidden_layers)]
 
 
 # ---------------------------------------------------------------------------- the model
