@@ -3,4 +3,11 @@
 Imported only by the ``convert`` and ``export-coreml`` commands, so the runtime never pays
 for the conversion toolchain (torch, diffusers, transformers, coremltools: the ``convert``
 extra).
+
+- :mod:`pbmlx.convert.to_mlx` -- ``convert(source, out_dir, ...)``: a diffusers
+  InstructPix2Pix pipeline (folder or hub id) -> a pbmlx MLX folder (cast, quantized);
+- :mod:`pbmlx.convert.cli` -- the ``pbmlx convert`` command around it.
+
+The runtime side (telling a converted folder apart and loading it) is
+:mod:`pbmlx.models.checkpoint`.
 """
