@@ -2,8 +2,13 @@
 
 ``edit(image, *instructions)`` is the Python API (PIL image in, PIL image out);
 ``edit_file(input, instructions, ...)`` is what ``pbmlx edit`` runs. Every instruction is
-planned before any pixel is touched, so an instruction that cannot be carried out fails
-before work is done and before anything is written. Turn k edits the result of turn k-1.
+planned, and the editor model (when a turn needs one) is found and loaded, before any pixel is
+touched, so an instruction that cannot be carried out fails before work is done and before
+anything is written. Turn k edits the result of turn k-1.
+
+The editor model for diffusion turns is, first found wins: ``--model`` / ``model=``, the
+``PBMLX_MODEL`` environment variable, ``{"model": ...}`` in the config file
+(``~/.config/pbmlx/config.json``, or the path in ``PBMLX_CONFIG``). See :func:`find_model`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pbmlx.diffuse.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS
+from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from pbmlx.editor import DEFAULT_SIZE, Editor, EditorResult
 from pbmlx.errors import PbmlxError
 from pbmlx.load import DEFAULT_MAX_PIXELS, Photo, read_image
 from pbmlx.plan import EditPlan, plan
@@ -26,6 +34,22 @@ from pbmlx.save import check_output_path, default_output_path, write_image
 
 ENGINES = ("auto", "adjust", "diffusion")
 MODEL_ENV = "PBMLX_MODEL"  # default editor model (a converted folder or a hub id)
+CONFIG_ENV = "PBMLX_CONFIG"  # path of the config file, overriding DEFAULT_CONFIG
+DEFAULT_CONFIG = "~/.config/pbmlx/config.json"  # {"model": "<folder or hub id>"}
+
+
+@dataclass
+class EditorOptions:
+    """How diffusion turns run: which model and the sampler's settings (CLI flags)."""
+
+    model: str | Path | Editor | None = None  # None: find_model() decides
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    image_guidance: float = DEFAULT_IMAGE_GUIDANCE
+    size: int = DEFAULT_SIZE  # working size: longest side in pixels
+    scheduler: str = DEFAULT_SCHEDULER
+    low_memory: bool = False
+    progress: bool = False  # a tqdm bar on stderr for the denoising steps
 
 
 @dataclass
@@ -35,9 +59,15 @@ class Turn:
     plan: EditPlan
     engine: str
     seconds: float
+    editor: EditorResult | None = None  # diffusion turns: provenance, stage timings, memory
 
     def to_dict(self) -> dict:
-        return {**self.plan.to_dict(), "engine": self.engine, "seconds": round(self.seconds, 4)}
+        out = {**self.plan.to_dict(), "engine": self.engine, "seconds": round(self.seconds, 4)}
+        if self.editor is not None:
+            details = self.editor.to_dict()
+            details.pop("instruction")
+            out.update(details)
+        return out
 
 
 @dataclass
@@ -60,12 +90,69 @@ class EditResult:
         }
 
 
+def config_path() -> Path:
+    """The config file: ``$PBMLX_CONFIG`` if set, else ``~/.config/pbmlx/config.json``."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).expanduser()
+
+
+def find_model(model: str | Path | None = None) -> tuple[str, str] | None:
+    """The editor model to use and where it was set: ``(model, source)``, or ``None``.
+
+    First found wins: ``model`` (``source`` "--model"), ``$PBMLX_MODEL``, the config file's
+    ``"model"`` (``source`` the file). A config file that exists but is not a JSON object
+    with a string ``"model"`` raises :class:`PbmlxError` naming it.
+    """
+    if model is not None and str(model).strip():
+        return str(model), "--model"
+    if os.environ.get(MODEL_ENV, "").strip():
+        return os.environ[MODEL_ENV].strip(), MODEL_ENV
+    path = config_path()
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PbmlxError(f"Config file {path} is not readable JSON ({e}).") from None
+    if not isinstance(config, dict):
+        raise PbmlxError(f"Config file {path} is not a JSON object.")
+    value = config.get("model")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise PbmlxError(
+            f'Config file {path} has "model": {value!r}; it must be a folder or hub id.'
+        )
+    return value.strip(), str(path)
+
+
+def load_editor(options: EditorOptions) -> Editor | None:
+    """The editor ``options`` ask for (loaded lazily: weights are read on first use), or
+    ``None`` when no model is set anywhere (:func:`find_model`)."""
+    if isinstance(options.model, Editor):
+        return options.model
+    found = find_model(options.model)
+    if found is None:
+        return None
+    name, source = found
+    try:
+        return Editor.from_pretrained(name, low_memory=options.low_memory)
+    except PbmlxError as e:
+        if source == "--model":
+            raise
+        raise PbmlxError(f"{str(e).rstrip('.')} (model set by {source}).") from None
+
+
 def plan_turns(
-    instructions: list[str], engine: str = "auto", *, need_editor: bool = True
+    instructions: list[str],
+    engine: str = "auto",
+    *,
+    need_editor: bool = True,
+    editor: Editor | None = None,
 ) -> list[tuple[EditPlan, str]]:
     """Plan every instruction and choose its engine; raise before any work if one can't run.
 
-    With ``need_editor=False`` (a dry run) diffusion turns are planned without an editor.
+    A diffusion turn needs ``editor``; with ``need_editor=False`` (a dry run) diffusion turns
+    are planned without one.
     """
     if engine not in ENGINES:
         raise PbmlxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -82,42 +169,82 @@ def plan_turns(
                 f"the adjust engine cannot do {text!r}: {p.reason}; drop --engine adjust to use the editor"
             )
         planned.append((p, chosen))
-    if need_editor and any(chosen == "diffusion" for _, chosen in planned):
+    if need_editor and editor is None and any(chosen == "diffusion" for _, chosen in planned):
         _require_editor(next(p for p, c in planned if c == "diffusion"))
     return planned
 
 
 def _require_editor(p: EditPlan) -> None:
-    """The generative editor is not part of this build yet: say how to get one, exactly."""
-    where = (
-        f"{MODEL_ENV}={os.environ[MODEL_ENV]!r} is set, but " if os.environ.get(MODEL_ENV) else ""
-    )
+    """No editor model is set: say exactly how to give one."""
     raise PbmlxError(
-        f"{p.instruction!r} needs the generative editor (route: diffusion: {p.reason.rstrip('.')}), and {where}"
-        "this pbmlx has no editor model to run it: only global photometric edits (brightness, "
-        "contrast, colour, grain, vignette, blur, ...) work offline. Rephrase as a global edit, "
-        "or see README.md 'Generative edits' for the InstructPix2Pix editor."
+        f"{p.instruction!r} needs the generative editor (route: diffusion: {p.reason.rstrip('.')}), "
+        f"and no editor model is set: pass --model DIR_OR_HUB_ID, or set {MODEL_ENV} (or "
+        f'"model" in {DEFAULT_CONFIG}); make a model folder with `pbmlx convert '
+        "timbrooks/instruct-pix2pix ./ip2p-mlx`. Global photometric edits (brightness, "
+        "contrast, colour, grain, vignette, blur, ...) need no model. See README.md "
+        "'Generative edits'."
     )
+
+
+def _progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (never stdout)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
 def _run_turns(
-    rgb: np.ndarray, planned: list[tuple[EditPlan, str]], seed: int
+    rgb: np.ndarray,
+    planned: list[tuple[EditPlan, str]],
+    seed: int,
+    editor: Editor | None = None,
+    options: EditorOptions | None = None,
 ) -> tuple[np.ndarray, list[Turn]]:
     import mlx.core as mx
 
     from pbmlx.adjust.ops import apply_ops
 
-    x = mx.array(rgb)
+    options = options or EditorOptions()
+    x: np.ndarray | mx.array = rgb
     turns = []
     for k, (p, engine) in enumerate(planned):
         t0 = time.perf_counter()
-        if engine != "adjust":  # plan_turns has already refused this; kept as a guard
-            _require_editor(p)
         # Each turn gets its own seed so that e.g. grain twice is not the same noise twice.
-        x = apply_ops(x, p.ops, seed=seed + k)
-        mx.eval(x)
-        turns.append(Turn(p, engine, time.perf_counter() - t0))
-    return np.asarray(x), turns
+        if engine == "adjust":
+            x = apply_ops(mx.array(x), p.ops, seed=seed + k)
+            mx.eval(x)
+            turns.append(Turn(p, engine, time.perf_counter() - t0))
+            continue
+        if editor is None:  # plan_turns has already refused this; kept as a guard
+            _require_editor(p)
+        progress = None
+        if options.progress:
+            label = "denoising" if len(planned) == 1 else f"turn {k + 1}/{len(planned)}"
+            progress = _progress_bar(label)
+        result = editor.edit(
+            np.asarray(x, dtype=np.float32),
+            p.instruction,
+            steps=options.steps,
+            guidance=options.guidance,
+            image_guidance=options.image_guidance,
+            size=options.size,
+            seed=seed + k,
+            scheduler=options.scheduler,
+            progress=progress,
+        )
+        x = result.rgb
+        turns.append(Turn(p, engine, time.perf_counter() - t0, result))
+    return np.asarray(x, dtype=np.float32), turns
 
 
 def _pil_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -135,20 +262,61 @@ def _float_to_pil(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
     return Image.fromarray(u8, "RGB" if alpha is None else "RGBA")
 
 
-def _peak_memory() -> int:
+def _peak_memory(turns: list[Turn]) -> int:
+    """MLX's peak since the last reset (each editor run resets it), or a turn's, the larger."""
     import mlx.core as mx
 
-    return int(mx.get_peak_memory())
+    turn_peaks = [t.editor.peak_memory_bytes for t in turns if t.editor is not None]
+    return max([int(mx.get_peak_memory()), *turn_peaks])
+
+
+def _prepare(
+    instructions: list[str], engine: str, options: EditorOptions, seed: int
+) -> tuple[list[tuple[EditPlan, str]], Editor | None]:
+    """Plan the turns and, if one needs it, load the editor: every refusal happens here."""
+    planned = plan_turns(instructions, engine, need_editor=False)
+    diffusion = [p for p, chosen in planned if chosen == "diffusion"]
+    editor = load_editor(options) if diffusion else None
+    if diffusion and editor is None:
+        _require_editor(diffusion[0])
+    if editor is not None:
+        seeds = [seed + k for k, (_, chosen) in enumerate(planned) if chosen == "diffusion"]
+        for turn_seed in (min(seeds), max(seeds)):
+            editor.check_settings(
+                steps=options.steps,
+                guidance=options.guidance,
+                image_guidance=options.image_guidance,
+                size=options.size,
+                scheduler=options.scheduler,
+                seed=turn_seed,
+            )
+    return planned, editor
 
 
 def edit(
-    image: Image.Image | str | Path, *instructions: str, engine: str = "auto", seed: int = 0
+    image: Image.Image | str | Path,
+    *instructions: str,
+    engine: str = "auto",
+    seed: int = 0,
+    model: str | Path | Editor | None = None,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
+    size: int = DEFAULT_SIZE,
+    scheduler: str = DEFAULT_SCHEDULER,
+    low_memory: bool = False,
+    progress: bool = False,
 ) -> EditResult:
     """Edit a PIL image (or an image file) with one or more instructions, each on the last result.
 
-    Returns an :class:`EditResult` whose ``image`` is a new 8-bit RGB (or RGBA) PIL image;
-    the input is never modified.
+    Diffusion turns use ``model`` (a folder, a hub id or a loaded :class:`~pbmlx.editor.Editor`;
+    default: :func:`find_model`) with the sampler settings given. Returns an
+    :class:`EditResult` whose ``image`` is a new 8-bit RGB (or RGBA) PIL image; the input is
+    never modified.
     """
+    options = EditorOptions(
+        model, steps, guidance, image_guidance, size, scheduler, low_memory, progress
+    )
     t0 = time.perf_counter()
     if isinstance(image, (str, Path)):
         photo = read_image(image)
@@ -158,11 +326,11 @@ def edit(
     else:
         raise PbmlxError(f"edit() takes a PIL image or a path, not {type(image).__name__}")
     t_load = time.perf_counter()
-    planned = plan_turns(list(instructions), engine)
-    out, turns = _run_turns(rgb, planned, seed)
+    planned, editor = _prepare(list(instructions), engine, options, seed)
+    out, turns = _run_turns(rgb, planned, seed, editor, options)
     t_edit = time.perf_counter()
     seconds = {"load": t_load - t0, "edit": t_edit - t_load, "total": t_edit - t0}
-    return EditResult(_float_to_pil(out, alpha), turns, seed, seconds, _peak_memory())
+    return EditResult(_float_to_pil(out, alpha), turns, seed, seconds, _peak_memory(turns))
 
 
 def edit_file(
@@ -174,14 +342,17 @@ def edit_file(
     seed: int = 0,
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    options: EditorOptions | None = None,
 ) -> tuple[EditResult, Path]:
     """Edit an image file and write the result atomically (default ``<stem>.edited.<ext>``).
 
-    Plans every instruction and checks the output path before reading pixels; never writes
-    over the input, never overwrites an existing file unless ``overwrite``.
+    Plans every instruction, loads the editor if a turn needs it (``options``) and checks the
+    output path before reading pixels; never writes over the input, never overwrites an
+    existing file unless ``overwrite``.
     """
+    options = options or EditorOptions()
     t0 = time.perf_counter()
-    planned = plan_turns(instructions, engine)
+    planned, editor = _prepare(instructions, engine, options, seed)
     input = Path(input)
     out_path = Path(output) if output is not None else default_output_path(input)
     check_output_path(
@@ -189,7 +360,7 @@ def edit_file(
     )  # fail before decoding, not after editing
     photo: Photo = read_image(input, max_pixels=max_pixels)
     t_load = time.perf_counter()
-    rgb, turns = _run_turns(photo.rgb, planned, seed)
+    rgb, turns = _run_turns(photo.rgb, planned, seed, editor, options)
     t_edit = time.perf_counter()
     written = write_image(photo, rgb, out_path, overwrite=overwrite)
     t_save = time.perf_counter()
@@ -199,7 +370,7 @@ def edit_file(
         "save": t_save - t_edit,
         "total": t_save - t0,
     }
-    result = EditResult(_float_to_pil(rgb, photo.alpha), turns, seed, seconds, _peak_memory())
+    result = EditResult(_float_to_pil(rgb, photo.alpha), turns, seed, seconds, _peak_memory(turns))
     return result, written
 
 
@@ -220,14 +391,29 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
+        options=EditorOptions(
+            model=args.model,
+            steps=args.steps,
+            guidance=args.guidance,
+            image_guidance=args.image_guidance,
+            size=args.size,
+            scheduler=args.scheduler,
+            low_memory=args.low_memory,
+            progress=True,
+        ),
     )
     if args.json:
         print(json.dumps({"input": str(args.input), "output": str(written), **result.to_dict()}))
     else:
         for t in result.turns:
-            ops = ", ".join(f"{o['op']} {o['amount']:+g}" for o in t.plan.ops)
+            if t.editor is not None:
+                e = t.editor
+                steps = f"{e.steps} step{'s' if e.steps != 1 else ''}"
+                what = f"{e.model}, {steps} {e.scheduler}, seed {e.seed}"
+            else:
+                what = ", ".join(f"{o['op']} {o['amount']:+g}" for o in t.plan.ops)
             sys.stderr.write(
-                f"{t.plan.instruction!r}: {t.engine} [{ops}] {t.seconds * 1000:.0f} ms\n"
+                f"{t.plan.instruction!r}: {t.engine} [{what}] {t.seconds * 1000:.0f} ms\n"
             )
         print(written)
     return 0
@@ -258,6 +444,52 @@ def add_parser(sub, parents) -> None:
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed for grain and the editor's noise (default 0)"
+    )
+    p.add_argument(
+        "--model",
+        metavar="DIR_OR_ID",
+        help=f"editor model for generative edits: a model folder or a Hugging Face hub id "
+        f'(default: ${MODEL_ENV}, else "model" in {DEFAULT_CONFIG} or ${CONFIG_ENV})',
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"denoising steps (default {DEFAULT_STEPS})",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=DEFAULT_GUIDANCE,
+        metavar="F",
+        help=f"how strongly to follow the instruction (default {DEFAULT_GUIDANCE})",
+    )
+    p.add_argument(
+        "--image-guidance",
+        type=float,
+        default=DEFAULT_IMAGE_GUIDANCE,
+        metavar="F",
+        help=f"how strongly to stay with the photo (default {DEFAULT_IMAGE_GUIDANCE})",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        metavar="N",
+        help=f"working size of the editor: longest side in pixels (default {DEFAULT_SIZE}); "
+        "the result is brought back to the photo's own size",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=tuple(SCHEDULERS),
+        default=DEFAULT_SCHEDULER,
+        help=f"sampler (default {DEFAULT_SCHEDULER}: Euler-Ancestral)",
+    )
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="free the text encoder after encoding and decode in tiles",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan only; read and write nothing"

@@ -1,0 +1,421 @@
+"""The generative editor: an InstructPix2Pix model loaded from a folder or a hub id, run on photos.
+
+``Editor.from_pretrained(path_or_hub_id)`` finds the model (:func:`resolve_model`: a local
+folder, else a Hugging Face Hub id downloaded with ``snapshot_download``, safetensors and the
+files it needs only), then builds it with the loader for its layout (:func:`load_pipeline`: a
+diffusers pipeline folder, ``model_index.json`` + ``unet/ vae/ text_encoder/ tokenizer/
+scheduler/``, or a folder written by ``pbmlx convert``, marked by ``pbmlx.json``). Weights are
+read lazily (``mx.load``): nothing is copied into memory until the first edit evaluates it, so
+loading is instant, and a ``--low-memory`` run frees the text encoder once the prompt is
+encoded and decodes in tiles.
+
+``Editor.edit(image, instruction)`` runs the pipeline (:mod:`pbmlx.diffuse.pipeline`) at
+working size (longest side ``size``, sides multiples of 8) and brings the result back to the
+photo's own resolution (:mod:`pbmlx.diffuse.fullres`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from PIL import Image
+
+from pbmlx.diffuse.pipeline import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_IMAGE_GUIDANCE,
+    DEFAULT_STEPS,
+    InstructPix2PixPipeline,
+    Progress,
+    check_guidance,
+)
+from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER
+from pbmlx.errors import PbmlxError
+from pbmlx.models import load_text_encoder, load_unet, load_vae
+from pbmlx.models.tokenizer import CLIPTokenizer
+from pbmlx.models.weights import PICKLE_SUFFIXES, read_config
+
+DEFAULT_SIZE = 512  # working size: longest side in pixels (what SD 1.5 was trained at)
+WORKING_MULTIPLE = 8  # working sides are multiples of this (and of the VAE's factor)
+MODEL_INDEX = "model_index.json"  # marks a diffusers pipeline folder
+CONVERTED_MARKER = "pbmlx.json"  # marks a folder written by `pbmlx convert`
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+# What a hub download fetches: configs, tokenizer files and the three components' safetensors
+# (single file or shards with their index; diffusers' names, or a `pbmlx convert` folder's).
+# Not the fp16/ema variants, not pickles, not the safety checker. fnmatch patterns, relative
+# to the repository root.
+HUB_PATTERNS = [
+    MODEL_INDEX,
+    CONVERTED_MARKER,
+    SCHEDULER_CONFIG,
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/tokenizer.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
+    *(f"{c}/config.json" for c in WEIGHT_COMPONENTS),
+    *(f"{c}/model.safetensors" for c in WEIGHT_COMPONENTS),  # a `pbmlx convert` folder's
+    *(
+        f"{c}/{stem}{suffix}"
+        for c, stem in (
+            ("unet", "diffusion_pytorch_model"),
+            ("vae", "diffusion_pytorch_model"),
+            ("text_encoder", "model"),
+        )
+        for suffix in (
+            ".safetensors",
+            ".safetensors.index.json",
+            "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",
+        )
+    ),
+]
+# owner/name, as the Hub spells repository ids (letters, digits, "-", "_", ".").
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+@dataclass
+class EditorResult:
+    """An edited photo at its own resolution, with how it was made (provenance) and the cost."""
+
+    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1], the input's size
+    alpha: np.ndarray | None  # float32 (H, W), the input's alpha carried over unchanged
+    instruction: str
+    model: str  # the folder or hub id it was loaded from
+    seed: int
+    steps: int
+    guidance: float
+    image_guidance: float
+    scheduler: str
+    working_size: tuple[int, int]  # (width, height) the model ran at
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    peak_memory_bytes: int = 0
+
+    @property
+    def image(self) -> Image.Image:
+        """The result as an 8-bit RGB (or RGBA) PIL image."""
+        arr = self.rgb if self.alpha is None else np.dstack([self.rgb, self.alpha])
+        u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(u8, "RGB" if self.alpha is None else "RGBA")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.rgb.shape[1], self.rgb.shape[0])
+
+    def to_dict(self) -> dict:
+        """JSON-ready provenance: model, seed, steps, guidance, sizes, seconds, peak memory."""
+        return {
+            "instruction": self.instruction,
+            "model": self.model,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "image_guidance": self.image_guidance,
+            "scheduler": self.scheduler,
+            "size": list(self.size),
+            "working_size": list(self.working_size),
+            "stages": {k: round(v, 4) for k, v in self.seconds.items()},
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+# ---------------------------------------------------------------------------- finding a model
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a Hub repository id (``owner/name``)."""
+    return bool(_HUB_ID.fullmatch(text)) and ".." not in text
+
+
+def resolve_model(path_or_hub_id: str | Path) -> Path:
+    """The local folder holding the model: ``path_or_hub_id`` itself when it exists, else the
+    snapshot of that Hub id (downloaded once, then read from the Hugging Face cache; only
+    :data:`HUB_PATTERNS`). Raises :class:`PbmlxError` naming it when it is neither."""
+    text = str(path_or_hub_id)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PbmlxError(f"Model {text} is a file; give the model's folder.")
+        return path
+    if isinstance(path_or_hub_id, Path) or not is_hub_id(text):
+        raise PbmlxError(f"Model folder {text} does not exist (and it is not a hub id).")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # network, offline mode, missing repo, auth: all one message
+        reason = " ".join(str(e).split()).rstrip(".") or "no details"
+        raise PbmlxError(
+            f"Model {repo_id!r} is not a local folder and could not be fetched from the "
+            f"Hugging Face Hub ({type(e).__name__}: {reason})."
+        ) from None
+    if not (folder / CONVERTED_MARKER).is_file():
+        for c in WEIGHT_COMPONENTS:
+            if not any((folder / c).glob("*.safetensors")):
+                raise PbmlxError(
+                    f"Hub model {repo_id!r} has no safetensors weights for its {c}: pbmlx loads "
+                    "safetensors only and refuses pickle checkpoints (.bin/.ckpt/.pt); convert "
+                    "them with `pbmlx convert --allow-pickle` if you trust the source."
+                )
+    return folder
+
+
+# ---------------------------------------------------------------------------- loading layouts
+
+
+def _dtype(dtype: mx.Dtype | str | None) -> mx.Dtype | None:
+    if dtype is None or isinstance(dtype, mx.Dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise PbmlxError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """A component folder with pickle weights and no safetensors is refused by name, before
+    anything is read (pickle files can run code when loaded; pbmlx never loads them)."""
+    for c in WEIGHT_COMPONENTS:
+        sub = folder / c
+        if sub.is_dir() and not any(sub.glob("*.safetensors")):
+            pickles = sorted(p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            if pickles:
+                raise PbmlxError(
+                    f"Model folder {sub} has only pickle weights ({', '.join(pickles)}); pbmlx "
+                    "loads safetensors only (convert them with `pbmlx convert --allow-pickle`)."
+                )
+
+
+def _assemble(
+    folder: Path,
+    load: Callable[[str], nn.Module],
+    *,
+    low_memory: bool,
+) -> InstructPix2PixPipeline:
+    """The pipeline from ``folder``'s ``tokenizer/`` and ``scheduler/`` and the three networks
+    ``load(name)`` builds (``name`` in :data:`WEIGHT_COMPONENTS`)."""
+    for c in ("tokenizer", "scheduler"):
+        if not (folder / c).is_dir():
+            raise PbmlxError(f"Model folder {folder / c} does not exist (the model needs it).")
+    scheduler_file = folder / SCHEDULER_CONFIG
+    return InstructPix2PixPipeline(
+        tokenizer=CLIPTokenizer.from_folder(folder / "tokenizer"),
+        text_encoder=load("text_encoder"),
+        reload_text_encoder=lambda: load("text_encoder"),
+        vae=load("vae"),
+        unet=load("unet"),
+        scheduler_config=read_config(scheduler_file),
+        scheduler_source=f"scheduler config {scheduler_file}",
+        low_memory=low_memory,
+    )
+
+
+def load_diffusers_pipeline(
+    folder: Path, *, dtype: mx.Dtype | None = None, low_memory: bool = False
+) -> InstructPix2PixPipeline:
+    """An InstructPix2Pix pipeline from a diffusers-layout folder (what ``save_pretrained``
+    writes and the Hub serves): strict, lazy loading of each component."""
+    read_config(folder / MODEL_INDEX)  # a readable JSON object, or a PbmlxError naming it
+    for c in WEIGHT_COMPONENTS:
+        if not (folder / c).is_dir():
+            raise PbmlxError(
+                f"Model folder {folder / c} does not exist (a diffusers pipeline has one)."
+            )
+    _refuse_pickles(folder)
+    loaders = {"text_encoder": load_text_encoder, "vae": load_vae, "unet": load_unet}
+    return _assemble(
+        folder, lambda name: loaders[name](folder / name, dtype=dtype), low_memory=low_memory
+    )
+
+
+def load_converted_pipeline(
+    folder: Path, *, dtype: mx.Dtype | None = None, low_memory: bool = False
+) -> InstructPix2PixPipeline:
+    """An InstructPix2Pix pipeline from a folder written by ``pbmlx convert`` (marked by
+    :data:`CONVERTED_MARKER`; layout and manifest in :mod:`pbmlx.models.checkpoint`): MLX
+    layout, possibly quantized, loaded lazily and strictly."""
+    from pbmlx.models.checkpoint import load_converted_component, read_manifest
+
+    manifest = read_manifest(folder)
+    return _assemble(
+        folder,
+        lambda name: load_converted_component(folder, name, dtype, manifest),
+        low_memory=low_memory,
+    )
+
+
+def load_pipeline(
+    folder: Path, *, dtype: mx.Dtype | None = None, low_memory: bool = False
+) -> InstructPix2PixPipeline:
+    """The pipeline in ``folder``, by layout: the one place where layouts are told apart."""
+    if (folder / CONVERTED_MARKER).is_file():
+        return load_converted_pipeline(folder, dtype=dtype, low_memory=low_memory)
+    if (folder / MODEL_INDEX).is_file():
+        return load_diffusers_pipeline(folder, dtype=dtype, low_memory=low_memory)
+    raise PbmlxError(
+        f"Model folder {folder} has neither {MODEL_INDEX} (a diffusers pipeline) nor "
+        f"{CONVERTED_MARKER} (written by `pbmlx convert`)."
+    )
+
+
+# ---------------------------------------------------------------------------- the editor
+
+
+def _as_rgb(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 RGB ``(H, W, 3)`` in [0, 1] and optional alpha ``(H, W)`` from a PIL image or
+    an array (uint8, uint16, or float in [0, 1]; ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``)."""
+    if isinstance(image, Image.Image):
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        )
+        image = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    if not isinstance(image, np.ndarray):
+        raise PbmlxError(
+            f"Editor.edit takes a PIL image or a numpy array, not {type(image).__name__}."
+        )
+    a = image
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.clip(a.astype(np.float32), 0.0, 1.0)
+    else:
+        raise PbmlxError(f"Image arrays must be uint8, uint16 or float, not {a.dtype}.")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4) or min(a.shape[:2]) < 1:
+        raise PbmlxError(
+            f"Image array has shape {image.shape}; expected (H, W), (H, W, 3) or (H, W, 4)."
+        )
+    alpha = a[..., 3].copy() if a.shape[-1] == 4 else None
+    return np.ascontiguousarray(a[..., :3]), alpha
+
+
+class Editor:
+    """An InstructPix2Pix editor; see the module docstring. Build with :meth:`from_pretrained`."""
+
+    def __init__(self, pipeline: InstructPix2PixPipeline, *, model: str) -> None:
+        self.pipeline = pipeline
+        self.model = model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | Path,
+        *,
+        dtype: mx.Dtype | str | None = None,
+        low_memory: bool = False,
+    ) -> Editor:
+        """Load a model folder (diffusers layout) or a hub id (downloaded, safetensors only).
+
+        ``dtype`` (``mx.float16``, ``"bfloat16"``, ...) casts the weights; default: as stored.
+        ``low_memory`` frees the text encoder after each prompt and decodes in tiles. Any
+        problem (missing folder, unreachable hub id, pickle-only weights, truncated file,
+        missing or misshapen tensor, a config that does not match) raises :class:`PbmlxError`
+        naming the file or tensor.
+        """
+        folder = resolve_model(path_or_hub_id)
+        pipeline = load_pipeline(folder, dtype=_dtype(dtype), low_memory=low_memory)
+        return cls(pipeline, model=str(path_or_hub_id))
+
+    def check_settings(
+        self,
+        *,
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
+        size: int = DEFAULT_SIZE,
+        seed: int = 0,
+        scheduler: str = DEFAULT_SCHEDULER,
+    ) -> None:
+        """Raise :class:`PbmlxError` naming the first setting :meth:`edit` would refuse, so a
+        caller can refuse before reading a photo."""
+        self.pipeline.scheduler(scheduler, steps)  # unknown name or bad step count
+        check_guidance("Guidance", guidance)
+        check_guidance("Image guidance", image_guidance)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise PbmlxError(f"Seed {seed!r} must be an integer from 0 to 2**63 - 1.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < WORKING_MULTIPLE:
+            raise PbmlxError(f"Working size {size!r} must be an integer >= {WORKING_MULTIPLE}.")
+
+    def edit(
+        self,
+        image: Image.Image | np.ndarray,
+        instruction: str,
+        *,
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
+        size: int = DEFAULT_SIZE,
+        seed: int = 0,
+        scheduler: str = DEFAULT_SCHEDULER,
+        progress: Progress | None = None,
+    ) -> EditorResult:
+        """Edit ``image`` following ``instruction``; the result has the input's size.
+
+        The model runs at ``fullres.working_size(W, H, longest=size, multiple=8)``; the edit is
+        then brought back to full resolution with ``fullres.restore_full_resolution``, which
+        keeps the original's detail where the edit changed nothing. Same inputs and seed ->
+        the same output on the same machine. ``progress(done, steps)`` after each step.
+        """
+        from pbmlx.diffuse import fullres
+
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise PbmlxError("The instruction is empty.")
+        self.check_settings(
+            steps=steps,
+            guidance=guidance,
+            image_guidance=image_guidance,
+            size=size,
+            seed=seed,
+            scheduler=scheduler,
+        )
+        rgb, alpha = _as_rgb(image)
+        H, W, _ = rgb.shape
+        multiple = max(WORKING_MULTIPLE, self.pipeline.vae_factor)
+        t0 = time.perf_counter()
+        work = fullres.working_size(W, H, longest=size, multiple=multiple)
+        small = np.asarray(fullres.to_working(rgb, work), dtype=np.float32)
+        t_resize = time.perf_counter() - t0
+
+        out = self.pipeline.generate(
+            small,
+            instruction,
+            steps=steps,
+            guidance=guidance,
+            image_guidance=image_guidance,
+            scheduler=scheduler,
+            seed=seed,
+            progress=progress,
+        )
+        t1 = time.perf_counter()
+        full = fullres.restore_full_resolution(rgb, small, out.image)
+        full = np.asarray(full, dtype=np.float32)
+        seconds = {**out.seconds, "resize": t_resize, "restore": time.perf_counter() - t1}
+        return EditorResult(
+            rgb=full,
+            alpha=alpha,
+            instruction=instruction,
+            model=self.model,
+            seed=seed,
+            steps=steps,
+            guidance=float(guidance),
+            image_guidance=float(image_guidance),
+            scheduler=scheduler,
+            working_size=(int(work[0]), int(work[1])),
+            seconds=seconds,
+            peak_memory_bytes=out.peak_memory_bytes,
+        )
