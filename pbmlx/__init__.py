@@ -15,11 +15,12 @@ use_optimized_blas()
 from pbmlx.errors import PbmlxError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["EditResult", "PbmlxError", "__version__", "edit", "plan"]
+__all__ = ["EditResult", "Editor", "PbmlxError", "__version__", "edit", "plan"]
 
 _LAZY = {
     "edit": ("pbmlx.flow", "edit"),
     "EditResult": ("pbmlx.flow", "EditResult"),
+    "Editor": ("pbmlx.editor", "Editor"),
     "plan": ("pbmlx.plan", "plan"),
 }
 
