@@ -9,7 +9,9 @@ import pytest
 import pbmlx  # noqa: F401  (first, so MLX binds OpenBLAS)
 from pbmlx import backend
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS shim is for Linux")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the BLAS shim is for Linux"
+)
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
@@ -58,7 +60,10 @@ def test_matmul_is_correct_with_the_shim():
 
 @linux_only
 def test_bundled_blas_can_be_chosen():
-    r = _run("import pbmlx.backend as b; import pbmlx; print(b.blas_info().library)", PBMLX_BLAS="bundled")
+    r = _run(
+        "import pbmlx.backend as b; import pbmlx; print(b.blas_info().library)",
+        PBMLX_BLAS="bundled",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "bundled"
 
