@@ -22,6 +22,7 @@ import mlx.nn as nn
 import numpy as np
 
 from pbmlx.errors import PbmlxError
+from pbmlx.kernels import cpu as cpu_kernels
 
 # Options of diffusers' UNet2DConditionModel that change the network in ways this
 # implementation does not have, with the value that means "not used" (None and False are
@@ -174,10 +175,12 @@ def _mish(x: mx.array) -> mx.array:
     return x * mx.tanh(nn.softplus(x))
 
 
+# SiLU and GELU go through pbmlx.kernels' dispatchers: fused C kernels on MLX's CPU backend,
+# mlx.nn's ops elsewhere. GroupNorm fuses SiLU when given this table's entry.
 ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
-    "silu": nn.silu,
-    "swish": nn.silu,
-    "gelu": nn.gelu,  # exact (erf) GELU, as torch.nn.GELU()
+    "silu": cpu_kernels.silu,
+    "swish": cpu_kernels.silu,
+    "gelu": cpu_kernels.gelu,  # exact (erf) GELU, as torch.nn.GELU()
     "mish": _mish,
     "relu": nn.relu,
 }
@@ -204,36 +207,19 @@ def timestep_embedding(
     return mx.concatenate(parts, axis=-1)
 
 
-@mx.compile
-def _group_norm(x: mx.array, weight: mx.array, bias: mx.array, groups: int, eps: float):
-    # Statistics over (positions, channels of the group) without moving the group axis, so no
-    # transposed copy of the activation is made; computed in float32 whatever x's dtype.
-    B, C = x.shape[0], x.shape[-1]
-    xg = x.reshape(B, -1, groups, C // groups).astype(mx.float32)
-    mean = mx.mean(xg, axis=(1, 3), keepdims=True)
-    var = mx.mean(mx.square(xg - mean), axis=(1, 3), keepdims=True)
-    y = ((xg - mean) * mx.rsqrt(var + eps)).reshape(x.shape).astype(x.dtype)
-    return y * weight + bias
-
-
 def scaled_dot_product_attention(
     q: mx.array, k: mx.array, v: mx.array, heads: int, upcast: bool = False
 ) -> mx.array:
     """Multi-head softmax attention on ``(B, L, heads * d)`` projections -> ``(B, L, heads * d)``.
 
-    ``softmax(q k^T / sqrt(d)) v`` per head, with ``mx.fast.scaled_dot_product_attention``.
+    ``softmax(q k^T / sqrt(d)) v`` per head (in float32 when ``upcast``): the fused CPU kernel
+    on MLX's CPU backend, ``mx.fast.scaled_dot_product_attention`` elsewhere (see
+    :mod:`pbmlx.kernels.cpu`).
     """
-    B, L, D = q.shape
-    S = k.shape[1]
-    d = D // heads
     dtype = q.dtype
     if upcast:
         q, k, v = (a.astype(mx.float32) for a in (q, k, v))
-    q = q.reshape(B, L, heads, d).transpose(0, 2, 1, 3)
-    k = k.reshape(B, S, heads, d).transpose(0, 2, 1, 3)
-    v = v.reshape(B, S, heads, d).transpose(0, 2, 1, 3)
-    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=d**-0.5)
-    return out.transpose(0, 2, 1, 3).reshape(B, L, D).astype(dtype)  # (B, L, heads * d)
+    return cpu_kernels.attention(q, k, v, heads).astype(dtype)
 
 
 def resize_nearest(x: mx.array, size: tuple[int, int]) -> mx.array:
@@ -258,6 +244,25 @@ def resize_nearest(x: mx.array, size: tuple[int, int]) -> mx.array:
 # ---------------------------------------------------------------------------- leaf blocks
 
 
+class Linear(nn.Linear):
+    """``mlx.nn.Linear`` whose product goes through :func:`pbmlx.kernels.cpu.linear`
+    (OpenBLAS split over threads on MLX's CPU backend, ``mx.addmm`` elsewhere)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return cpu_kernels.linear(x, self.weight, self.get("bias"))
+
+
+class Conv2d(nn.Conv2d):
+    """``mlx.nn.Conv2d`` through :func:`pbmlx.kernels.cpu.conv2d` (blocked im2col + threaded
+    OpenBLAS on MLX's CPU backend, ``mx.conv2d`` elsewhere)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        if sh != sw or ph != pw or self.dilation not in (1, (1, 1)) or self.groups != 1:
+            return super().__call__(x)
+        return cpu_kernels.conv2d(x, self.weight, self.get("bias"), sh, ph)
+
+
 class GroupNorm(nn.Module):
     """torch.nn.GroupNorm on NHWC: per sample and group of ``C/groups`` channels,
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (biased variance)."""
@@ -271,8 +276,9 @@ class GroupNorm(nn.Module):
         self.weight = mx.ones((channels,))
         self.bias = mx.zeros((channels,))
 
-    def __call__(self, x: mx.array) -> mx.array:
-        return _group_norm(x, self.weight, self.bias, self.groups, self.eps)
+    def __call__(self, x: mx.array, act: Callable[[mx.array], mx.array] | None = None) -> mx.array:
+        """``act(group_norm(x))``; SiLU is fused into the CPU kernel."""
+        return cpu_kernels.group_norm(x, self.weight, self.bias, self.groups, self.eps, act)
 
 
 class ResnetBlock2D(nn.Module):
@@ -294,19 +300,19 @@ class ResnetBlock2D(nn.Module):
         self.act = act
         self.output_scale_factor = output_scale_factor
         self.norm1 = GroupNorm(groups, in_channels, eps)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         if temb_channels is not None:
-            self.time_emb_proj = nn.Linear(temb_channels, out_channels)
+            self.time_emb_proj = Linear(temb_channels, out_channels)
         self.norm2 = GroupNorm(groups, out_channels, eps)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
-            self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+            self.conv_shortcut = Conv2d(in_channels, out_channels, 1)
 
     def __call__(self, x: mx.array, temb: mx.array | None = None) -> mx.array:
-        h = self.conv1(self.act(self.norm1(x)))
+        h = self.conv1(self.norm1(x, self.act))
         if temb is not None:
             h = h + self.time_emb_proj(temb)[:, None, None, :]
-        h = self.conv2(self.act(self.norm2(h)))
+        h = self.conv2(self.norm2(h, self.act))
         if "conv_shortcut" in self:
             x = self.conv_shortcut(x)
         out = x + h
@@ -322,7 +328,7 @@ class Downsample2D(nn.Module):
     def __init__(self, channels: int, padding: int = 1):
         super().__init__()
         self.padding = padding
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding)
+        self.conv = Conv2d(channels, channels, 3, stride=2, padding=padding)
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.padding == 0:
@@ -335,7 +341,7 @@ class Upsample2D(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def __call__(self, x: mx.array, size: tuple[int, int] | None = None) -> mx.array:
         _, H, W, _ = x.shape
@@ -357,10 +363,10 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.heads = heads
         self.upcast = upcast
-        self.to_q = nn.Linear(query_dim, inner, bias=False)
-        self.to_k = nn.Linear(context_dim or query_dim, inner, bias=False)
-        self.to_v = nn.Linear(context_dim or query_dim, inner, bias=False)
-        self.to_out = [nn.Linear(inner, query_dim)]  # to_out.1 is the reference's dropout
+        self.to_q = Linear(query_dim, inner, bias=False)
+        self.to_k = Linear(context_dim or query_dim, inner, bias=False)
+        self.to_v = Linear(context_dim or query_dim, inner, bias=False)
+        self.to_out = [Linear(inner, query_dim)]  # to_out.1 is the reference's dropout
 
     def __call__(self, x: mx.array, context: mx.array | None = None) -> mx.array:
         context = x if context is None else context
@@ -375,18 +381,17 @@ class GEGLU(nn.Module):
 
     def __init__(self, dim: int, inner: int):
         super().__init__()
-        self.proj = nn.Linear(dim, 2 * inner)
+        self.proj = Linear(dim, 2 * inner)
 
     def __call__(self, x: mx.array) -> mx.array:
-        a, gate = mx.split(self.proj(x), 2, axis=-1)
-        return a * nn.gelu(gate)
+        return cpu_kernels.geglu(self.proj(x))
 
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int = FF_MULT):
         super().__init__()
         # net.1 is the reference's dropout: an empty slot keeps net.2's name.
-        self.net = [GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)]
+        self.net = [GEGLU(dim, dim * mult), nn.Identity(), Linear(dim * mult, dim)]
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.net[2](self.net[0](x))
@@ -420,11 +425,11 @@ class Transformer2DModel(nn.Module):
     ):
         super().__init__()
         self.norm = GroupNorm(groups, channels, TRANSFORMER_NORM_EPS)
-        self.proj_in = nn.Linear(channels, channels)
+        self.proj_in = Linear(channels, channels)
         self.transformer_blocks = [
             BasicTransformerBlock(channels, heads, context_dim, upcast) for _ in range(layers)
         ]
-        self.proj_out = nn.Linear(channels, channels)
+        self.proj_out = Linear(channels, channels)
 
     def __call__(self, x: mx.array, context: mx.array) -> mx.array:
         B, H, W, C = x.shape
@@ -576,8 +581,8 @@ class TimestepEmbedding(nn.Module):
     def __init__(self, in_dim: int, dim: int, act: Callable[[mx.array], mx.array]):
         super().__init__()
         self.act = act
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
+        self.linear_1 = Linear(in_dim, dim)
+        self.linear_2 = Linear(dim, dim)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.linear_2(self.act(self.linear_1(x)))
@@ -606,7 +611,7 @@ class UNet2DConditionModel(nn.Module):
         heads, layers, tlayers = cfg.heads, cfg.layers, cfg.transformer_layers
         self.act = ACTIVATIONS[cfg.act_fn]
         temb = boc[0] * 4
-        self.conv_in = nn.Conv2d(
+        self.conv_in = Conv2d(
             cfg.in_channels, boc[0], cfg.conv_in_kernel, padding=(cfg.conv_in_kernel - 1) // 2
         )
         self.time_embedding = TimestepEmbedding(boc[0], temb, self.act)
@@ -648,7 +653,7 @@ class UNet2DConditionModel(nn.Module):
                 )
             )
         self.conv_norm_out = GroupNorm(cfg.norm_num_groups, boc[0], cfg.norm_eps)
-        self.conv_out = nn.Conv2d(
+        self.conv_out = Conv2d(
             boc[0], cfg.out_channels, cfg.conv_out_kernel, padding=(cfg.conv_out_kernel - 1) // 2
         )
 
@@ -683,7 +688,7 @@ class UNet2DConditionModel(nn.Module):
             size = tuple(skips[-1].shape[1:3]) if skips else None
             x = block(x, block_skips, temb, context, size)
 
-        return self.conv_out(self.act(self.conv_norm_out(x)))
+        return self.conv_out(self.conv_norm_out(x, self.act))
 
 
 # ---------------------------------------------------------------------------- loading
