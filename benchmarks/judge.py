@@ -64,7 +64,7 @@ def _random_vit_b32(folder: Path) -> Path:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_judge import write_tiny_clip
+    from tiny_clip import write_tiny_clip
 
     text = {
         "hidden_size": 512,

@@ -201,10 +201,7 @@ def run(sizes: list[int], repeats: int, seed: int, log: Callable[[str], None]) -
                 row.diffusers_s.append(timed(step_diffusers))
             torch_growth = max(torch_growth, rss.peak - rss.start_bytes)
             row.pbmlx_s.append(timed(step_pbmlx))
-            log(
-                f"  {size}px: diffusers {row.diffusers_s[-1]:.2f} s, "
-                f"pbmlx {row.pbmlx_s[-1]:.2f} s"
-            )
+            log(f"  {size}px: diffusers {row.diffusers_s[-1]:.2f} s, pbmlx {row.pbmlx_s[-1]:.2f} s")
         row.pbmlx_peak_gb = mx.get_peak_memory() / GB
         row.diffusers_peak_gb = (param_bytes + torch_growth) / GB
         row.diffusers_best_s, row.pbmlx_best_s = min(row.diffusers_s), min(row.pbmlx_s)

@@ -1,7 +1,9 @@
 """pbmlx: on-device, instruction-driven photo editing.
 
 ``pbmlx.edit(image, "instruction", ...)`` edits a PIL image (see :mod:`pbmlx.flow`);
-``pbmlx.plan("instruction")`` shows what an instruction will do (see :mod:`pbmlx.plan`).
+``pbmlx.plan("instruction")`` shows what an instruction will do (see :mod:`pbmlx.plan`);
+``pbmlx.judge(source, edited, "instruction")`` scores an edit on the Pico-Banana-400K rubric
+(see :mod:`pbmlx.judge`).
 
 Importing pbmlx first gives MLX an optimized BLAS on Linux (see :mod:`pbmlx.backend`); this
 must happen before anything imports ``mlx.core``, so it is the first statement here. The
@@ -15,7 +17,7 @@ use_optimized_blas()
 from pbmlx.errors import PbmlxError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["EditResult", "Editor", "PbmlxError", "__version__", "edit", "plan"]
+__all__ = ["EditResult", "Editor", "PbmlxError", "__version__", "edit", "judge", "plan"]
 
 _LAZY = {
     "edit": ("pbmlx.flow", "edit"),
@@ -26,9 +28,13 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name == "judge":
+        # The package pbmlx.judge is callable (it is judge()); importing it also sets this
+        # attribute, so the package and the function can never disagree.
+        return importlib.import_module("pbmlx.judge")
+    if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'pbmlx' has no attribute {name!r}")

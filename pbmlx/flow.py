@@ -9,6 +9,13 @@ anything is written. Turn k edits the result of turn k-1.
 The editor model for diffusion turns is, first found wins: ``--model`` / ``model=``, the
 ``PBMLX_MODEL`` environment variable, ``{"model": ...}`` in the config file
 (``~/.config/pbmlx/config.json``, or the path in ``PBMLX_CONFIG``). See :func:`find_model`.
+
+Judged edits (``--best-of N`` / ``--min-score S``, :class:`JudgeOptions`): every turn is
+scored by the local judge (:mod:`pbmlx.judge`) against that turn's input. A diffusion turn is
+made with up to N seeds (``seed + k``, ``seed + k + 1``, ...; 3 by default with only
+``--min-score``), stopping at the first attempt whose overall reaches S, and keeps the best
+verdict. An adjust turn is exact (the same ops give the same pixels), so it is made and judged
+once.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -53,6 +61,38 @@ class EditorOptions:
 
 
 @dataclass
+class JudgeOptions:
+    """Judged edits: how many attempts a diffusion turn may take and what stops them early.
+
+    ``best_of``: attempts per diffusion turn (None: 3 with ``min_score``, else 1).
+    ``min_score``: stop at the first attempt whose overall verdict reaches it.
+    ``model``: the judge's CLIP (folder or hub id) for generative edits; None: the default
+    CLIP if it is cached locally, else their compliance is "not available" and attempts are
+    ranked by the partial overall (said in the JSON).
+    """
+
+    best_of: int | None = None
+    min_score: float | None = None
+    model: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.best_of is not None and (
+            isinstance(self.best_of, bool) or not isinstance(self.best_of, int) or self.best_of < 1
+        ):
+            raise PbmlxError(f"best_of must be an integer of at least 1, got {self.best_of!r}.")
+        if self.min_score is not None and not 0.0 <= float(self.min_score) <= 1.0:
+            raise PbmlxError(f"min_score {self.min_score!r} is outside [0, 1].")
+
+    @property
+    def attempts(self) -> int:
+        from pbmlx.judge.retry import DEFAULT_ATTEMPTS
+
+        if self.best_of is not None:
+            return self.best_of
+        return DEFAULT_ATTEMPTS if self.min_score is not None else 1
+
+
+@dataclass
 class Turn:
     """One instruction carried out: its plan, the engine that ran it and how long it took."""
 
@@ -60,6 +100,7 @@ class Turn:
     engine: str
     seconds: float
     editor: EditorResult | None = None  # diffusion turns: provenance, stage timings, memory
+    judge: Any = None  # judged edits: the pbmlx.judge.retry.Choice (kept attempt and the others)
 
     def to_dict(self) -> dict:
         out = {**self.plan.to_dict(), "engine": self.engine, "seconds": round(self.seconds, 4)}
@@ -67,6 +108,8 @@ class Turn:
             details = self.editor.to_dict()
             details.pop("instruction")
             out.update(details)
+        if self.judge is not None:
+            out["judge"] = self.judge.to_dict()
         return out
 
 
@@ -80,14 +123,25 @@ class EditResult:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     peak_memory_bytes: int = 0
 
+    @property
+    def verdict(self) -> Any:
+        """The judge's verdict on the last judged turn (None if the edit was not judged)."""
+        judged = [t.judge for t in self.turns if t.judge is not None]
+        return judged[-1].verdict if judged else None
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "turns": [t.to_dict() for t in self.turns],
             "seed": self.seed,
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "peak_memory_bytes": self.peak_memory_bytes,
             "size": list(self.image.size),
         }
+        judged = [(k, t.judge) for k, t in enumerate(self.turns) if t.judge is not None]
+        if judged:
+            # The chosen attempt's verdict, and every attempt's scores, for each judged turn.
+            out["judge"] = [{"turn": k, **c.to_dict()} for k, c in judged]
+        return out
 
 
 def config_path() -> Path:
@@ -209,7 +263,11 @@ def _run_turns(
     seed: int,
     editor: Editor | None = None,
     options: EditorOptions | None = None,
+    judging: JudgeOptions | None = None,
+    judge: Any = None,
 ) -> tuple[np.ndarray, list[Turn]]:
+    """Carry out the planned turns on ``rgb``; with ``judging``, ``judge`` (a
+    :class:`pbmlx.judge.Judge`) scores each turn and diffusion turns may take several seeds."""
     import mlx.core as mx
 
     from pbmlx.adjust.ops import apply_ops
@@ -221,30 +279,63 @@ def _run_turns(
         t0 = time.perf_counter()
         # Each turn gets its own seed so that e.g. grain twice is not the same noise twice.
         if engine == "adjust":
+            before = _codes(x) if judging is not None else None
             x = apply_ops(mx.array(x), p.ops, seed=seed + k)
             mx.eval(x)
-            turns.append(Turn(p, engine, time.perf_counter() - t0))
+            choice = None
+            if judging is not None:
+                from pbmlx.judge.retry import Attempt, choose_best
+
+                verdict = judge(before, _codes(x), p.instruction)
+                choice = choose_best([Attempt(seed + k, None, verdict)], judging.min_score)
+            turns.append(Turn(p, engine, time.perf_counter() - t0, judge=choice))
             continue
         if editor is None:  # plan_turns has already refused this; kept as a guard
             _require_editor(p)
-        progress = None
-        if options.progress:
-            label = "denoising" if len(planned) == 1 else f"turn {k + 1}/{len(planned)}"
-            progress = _progress_bar(label)
-        result = editor.edit(
-            np.asarray(x, dtype=np.float32),
-            p.instruction,
-            steps=options.steps,
-            guidance=options.guidance,
-            image_guidance=options.image_guidance,
-            size=options.size,
-            seed=seed + k,
-            scheduler=options.scheduler,
-            progress=progress,
-        )
+        source = np.asarray(x, dtype=np.float32)
+
+        def attempt(turn_seed: int, k: int = k, p: EditPlan = p, source: np.ndarray = source):
+            progress = None
+            if options.progress:
+                label = "denoising" if len(planned) == 1 else f"turn {k + 1}/{len(planned)}"
+                if judging is not None and judging.attempts > 1:
+                    label += f" (seed {turn_seed})"
+                progress = _progress_bar(label)
+            return editor.edit(
+                source,
+                p.instruction,
+                steps=options.steps,
+                guidance=options.guidance,
+                image_guidance=options.image_guidance,
+                size=options.size,
+                seed=turn_seed,
+                scheduler=options.scheduler,
+                progress=progress,
+            )
+
+        if judging is None:
+            result, choice = attempt(seed + k), None
+        else:
+            from pbmlx.judge.retry import run_attempts
+
+            src_codes = _codes(source)
+            choice = run_attempts(
+                attempt,
+                lambda r, p=p, src_codes=src_codes: judge(src_codes, _codes(r.rgb), p.instruction),
+                seed=seed + k,
+                attempts=judging.attempts,
+                min_score=judging.min_score,
+            )
+            result = choice.image
         x = result.rgb
-        turns.append(Turn(p, engine, time.perf_counter() - t0, result))
+        turns.append(Turn(p, engine, time.perf_counter() - t0, result, choice))
     return np.asarray(x, dtype=np.float32), turns
+
+
+def _codes(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] as the 8-bit codes it will be saved as: the judge scores what the
+    user gets (and the same verdict as ``pbmlx judge`` on a lossless copy of the output)."""
+    return np.clip(np.rint(np.asarray(rgb, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _pil_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -271,17 +362,28 @@ def _peak_memory(turns: list[Turn]) -> int:
 
 
 def _prepare(
-    instructions: list[str], engine: str, options: EditorOptions, seed: int
-) -> tuple[list[tuple[EditPlan, str]], Editor | None]:
-    """Plan the turns and, if one needs it, load the editor: every refusal happens here."""
+    instructions: list[str],
+    engine: str,
+    options: EditorOptions,
+    seed: int,
+    judging: JudgeOptions | None = None,
+) -> tuple[list[tuple[EditPlan, str]], Editor | None, Any]:
+    """Plan the turns, load the editor if one needs it and the judge if asked: every refusal
+    happens here, before pixels are read."""
     planned = plan_turns(instructions, engine, need_editor=False)
     diffusion = [p for p, chosen in planned if chosen == "diffusion"]
     editor = load_editor(options) if diffusion else None
     if diffusion and editor is None:
         _require_editor(diffusion[0])
+    judge = None
+    if judging is not None:
+        from pbmlx.judge.core import Judge
+
+        judge = Judge(model=judging.model)
     if editor is not None:
+        extra = judging.attempts - 1 if judging is not None else 0
         seeds = [seed + k for k, (_, chosen) in enumerate(planned) if chosen == "diffusion"]
-        for turn_seed in (min(seeds), max(seeds)):
+        for turn_seed in (min(seeds), max(seeds) + extra):
             editor.check_settings(
                 steps=options.steps,
                 guidance=options.guidance,
@@ -290,7 +392,7 @@ def _prepare(
                 scheduler=options.scheduler,
                 seed=turn_seed,
             )
-    return planned, editor
+    return planned, editor, judge
 
 
 def edit(
@@ -306,17 +408,25 @@ def edit(
     scheduler: str = DEFAULT_SCHEDULER,
     low_memory: bool = False,
     progress: bool = False,
+    best_of: int | None = None,
+    min_score: float | None = None,
+    judge_model: str | Path | None = None,
 ) -> EditResult:
     """Edit a PIL image (or an image file) with one or more instructions, each on the last result.
 
     Diffusion turns use ``model`` (a folder, a hub id or a loaded :class:`~pbmlx.editor.Editor`;
-    default: :func:`find_model`) with the sampler settings given. Returns an
-    :class:`EditResult` whose ``image`` is a new 8-bit RGB (or RGBA) PIL image; the input is
-    never modified.
+    default: :func:`find_model`) with the sampler settings given. With ``best_of`` or
+    ``min_score`` every turn is judged and diffusion turns may take several seeds (see
+    :class:`JudgeOptions`; ``judge_model`` is the judge's CLIP); ``result.verdict`` is the
+    last judged turn's verdict. Returns an :class:`EditResult` whose ``image`` is a new 8-bit
+    RGB (or RGBA) PIL image; the input is never modified.
     """
     options = EditorOptions(
         model, steps, guidance, image_guidance, size, scheduler, low_memory, progress
     )
+    judging = None
+    if best_of is not None or min_score is not None:
+        judging = JudgeOptions(best_of, min_score, judge_model)
     t0 = time.perf_counter()
     if isinstance(image, (str, Path)):
         photo = read_image(image)
@@ -326,8 +436,8 @@ def edit(
     else:
         raise PbmlxError(f"edit() takes a PIL image or a path, not {type(image).__name__}")
     t_load = time.perf_counter()
-    planned, editor = _prepare(list(instructions), engine, options, seed)
-    out, turns = _run_turns(rgb, planned, seed, editor, options)
+    planned, editor, judge = _prepare(list(instructions), engine, options, seed, judging)
+    out, turns = _run_turns(rgb, planned, seed, editor, options, judging, judge)
     t_edit = time.perf_counter()
     seconds = {"load": t_load - t0, "edit": t_edit - t_load, "total": t_edit - t0}
     return EditResult(_float_to_pil(out, alpha), turns, seed, seconds, _peak_memory(turns))
@@ -343,16 +453,17 @@ def edit_file(
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     options: EditorOptions | None = None,
+    judging: JudgeOptions | None = None,
 ) -> tuple[EditResult, Path]:
     """Edit an image file and write the result atomically (default ``<stem>.edited.<ext>``).
 
-    Plans every instruction, loads the editor if a turn needs it (``options``) and checks the
-    output path before reading pixels; never writes over the input, never overwrites an
-    existing file unless ``overwrite``.
+    Plans every instruction, loads the editor if a turn needs it (``options``) and the judge
+    if ``judging``, and checks the output path before reading pixels; never writes over the
+    input, never overwrites an existing file unless ``overwrite``.
     """
     options = options or EditorOptions()
     t0 = time.perf_counter()
-    planned, editor = _prepare(instructions, engine, options, seed)
+    planned, editor, judge = _prepare(instructions, engine, options, seed, judging)
     input = Path(input)
     out_path = Path(output) if output is not None else default_output_path(input)
     check_output_path(
@@ -360,7 +471,7 @@ def edit_file(
     )  # fail before decoding, not after editing
     photo: Photo = read_image(input, max_pixels=max_pixels)
     t_load = time.perf_counter()
-    rgb, turns = _run_turns(photo.rgb, planned, seed, editor, options)
+    rgb, turns = _run_turns(photo.rgb, planned, seed, editor, options, judging, judge)
     t_edit = time.perf_counter()
     written = write_image(photo, rgb, out_path, overwrite=overwrite)
     t_save = time.perf_counter()
@@ -375,6 +486,8 @@ def edit_file(
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.judge_model is not None and args.best_of is None and args.min_score is None:
+        raise PbmlxError("--judge-model is the judge's CLIP: use it with --best-of or --min-score")
     if args.dry_run:
         for p, engine in plan_turns(args.instructions, args.engine, need_editor=False):
             if args.json:
@@ -401,6 +514,11 @@ def main(args: argparse.Namespace) -> int:
             low_memory=args.low_memory,
             progress=True,
         ),
+        judging=(
+            JudgeOptions(args.best_of, args.min_score, args.judge_model)
+            if args.best_of is not None or args.min_score is not None
+            else None
+        ),
     )
     if args.json:
         print(json.dumps({"input": str(args.input), "output": str(written), **result.to_dict()}))
@@ -415,8 +533,55 @@ def main(args: argparse.Namespace) -> int:
             sys.stderr.write(
                 f"{t.plan.instruction!r}: {t.engine} [{what}] {t.seconds * 1000:.0f} ms\n"
             )
+            if t.judge is not None:
+                sys.stderr.write(f"  judge: {_judge_line(t.judge)}\n")
         print(written)
     return 0
+
+
+def _judge_line(choice: Any) -> str:
+    """One line on a judged turn: the kept attempt's scores and how it was chosen."""
+    v = choice.verdict
+
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    scores = ", ".join(
+        f"{c} {fmt(getattr(v, c))}"
+        for c in ("compliance", "seamlessness", "preservation", "quality")
+    )
+    if v.overall is not None:
+        head = f"overall {v.overall:.2f} ({'accepted' if v.accepted else 'not accepted'})"
+    else:
+        head = f"overall n/a (partial {fmt(v.details.get('partial_overall'))})"
+    n = len(choice.attempts)
+    tail = ""
+    if n > 1:
+        others = ", ".join(fmt(a.verdict.rank_score) for a in choice.attempts)
+        tail = f"; kept attempt {choice.index + 1} of {n}, seed {choice.attempt.seed} [{others}]"
+    if choice.min_score is not None and not choice.reached_min_score:
+        tail += f"; none reached --min-score {choice.min_score:g}"
+    return f"{head}: {scores}{tail}"
+
+
+def _attempts(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
+    return v
+
+
+def _score(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1]")
+    return v
 
 
 def add_parser(sub, parents) -> None:
@@ -490,6 +655,26 @@ def add_parser(sub, parents) -> None:
         "--low-memory",
         action="store_true",
         help="free the text encoder after encoding and decode in tiles",
+    )
+    p.add_argument(
+        "--best-of",
+        type=_attempts,
+        metavar="N",
+        help="judge the edit; generative turns try N seeds (--seed, --seed+1, ...) and keep "
+        "the best verdict",
+    )
+    p.add_argument(
+        "--min-score",
+        type=_score,
+        metavar="S",
+        help="judge the edit; generative turns retry with new seeds until the overall score "
+        "reaches S (up to --best-of, default 3 attempts)",
+    )
+    p.add_argument(
+        "--judge-model",
+        metavar="CLIP_DIR_OR_ID",
+        help="the judge's CLIP for generative edits (default: openai/clip-vit-base-patch32 "
+        "if cached; without it they are ranked on a partial score)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan only; read and write nothing"

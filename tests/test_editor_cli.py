@@ -306,3 +306,122 @@ def test_convert_then_edit_with_the_converted_folder(ckpt, src, tmp_path):
     assert Image.open(out).size == Image.open(src).size
     assert json.loads(r.stdout)["turns"][0]["model"] == str(converted)
     assert "2/2" in r.stderr
+
+
+# ---- judged edits: --best-of / --min-score ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    from tiny_clip import write_tiny_clip
+
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+def no_cached_clip(tmp_path: Path) -> dict[str, str]:
+    """An empty Hugging Face cache, offline: the judge's default CLIP is certainly absent."""
+    return {"HF_HOME": str(tmp_path / "hf-empty"), "HF_HUB_OFFLINE": "1"}
+
+
+def test_best_of_keeps_the_best_verdict_and_lists_the_others(ckpt, src, tmp_path, tiny_clip):
+    from pbmlx.judge.verdict import JSON_KEYS
+
+    out = tmp_path / "best.png"
+    edit = ("edit", src, "make it winter", "--model", ckpt, *FAST)
+    r = pbmlx(*edit, "--seed", 3, "--best-of", 3, "--judge-model", tiny_clip, "--json", "-o", out)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    [j] = d["judge"]
+    assert j["turn"] == 0 and j["partial"] is False
+    assert [a["seed"] for a in j["attempts"]] == [3, 4, 5]
+    overalls = [a["overall"] for a in j["attempts"]]
+    assert all(isinstance(o, float) for o in overalls)
+    assert j["chosen"] == overalls.index(max(overalls))  # the best; ties to the earliest
+    assert j["verdict"]["overall"] == max(overalls) and j["seed"] == 3 + j["chosen"]
+    assert set(JSON_KEYS) == set(j["verdict"]) and j["verdict"]["accepted"] is not None
+    assert d["turns"][0]["seed"] == j["seed"]  # the editor provenance is the kept attempt's
+    assert d["turns"][0]["judge"]["chosen"] == j["chosen"]
+    # The file is the kept attempt's: byte-identical to a plain edit with its seed ...
+    plain = tmp_path / "plain.png"
+    assert pbmlx(*edit, "--seed", j["seed"], "-o", plain).returncode == 0
+    assert out.read_bytes() == plain.read_bytes()
+    # ... and its verdict is what `pbmlx judge` says of the written (lossless) file.
+    r = pbmlx("judge", src, out, "make it winter", "--model", tiny_clip, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["overall"] == pytest.approx(j["verdict"]["overall"], abs=1e-12)
+
+
+def test_min_score_stops_at_the_first_attempt_that_reaches_it(ckpt, src, tmp_path, tiny_clip):
+    edit = ("edit", src, "make it winter", "--model", ckpt, *FAST, "--judge-model", tiny_clip)
+    r = pbmlx(*edit, "--min-score", "0", "--json", "-o", tmp_path / "a.png")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)["judge"][0]
+    assert len(j["attempts"]) == 1 and j["reached_min_score"] is True and j["min_score"] == 0
+    # Unreachable: all attempts are made (3 by default), the best is kept and said to fall short.
+    r = pbmlx(*edit, "--min-score", "1", "--json", "-o", tmp_path / "b.png")
+    j = json.loads(r.stdout)["judge"][0]
+    assert len(j["attempts"]) == 3 and j["reached_min_score"] is False
+    r = pbmlx(*edit, "--min-score", "1", "--best-of", "2", "-o", tmp_path / "c.png")
+    assert r.returncode == 0, r.stderr
+    assert "judge: overall" in r.stderr and "kept attempt" in r.stderr
+    assert "none reached --min-score 1" in r.stderr
+
+
+def test_without_a_clip_generative_attempts_are_ranked_on_the_partial_score(ckpt, src, tmp_path):
+    out = tmp_path / "out.png"
+    edit = ("edit", src, "make it winter", "--model", ckpt, *FAST, "--best-of", 2, "--json")
+    r = pbmlx(*edit, "-o", out, env=no_cached_clip(tmp_path))
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)["judge"][0]
+    v = j["verdict"]
+    # Honest: no CLIP, no compliance, so no overall and no accept decision; never a made-up score.
+    assert j["partial"] is True and v["compliance"] is None
+    assert v["overall"] is None and v["accepted"] is None
+    assert all(isinstance(a["partial_overall"], float) for a in j["attempts"])
+    assert "compliance" in v["details"]["missing"]
+
+
+def test_best_of_on_an_adjust_edit_judges_it_once_without_any_model(src, tmp_path):
+    out = tmp_path / "out.jpg"
+    r = pbmlx(
+        "edit", src, "brighten this picture", "--best-of", 3, "--json", "-o", out,
+        env=no_cached_clip(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    [j] = json.loads(r.stdout)["judge"]
+    assert len(j["attempts"]) == 1  # exact edits: another seed would give the same pixels
+    v = j["verdict"]
+    assert all(v[c] is not None for c in ("compliance", "seamlessness", "preservation", "quality"))
+    assert v["accepted"] is True and v["overall"] >= 0.7
+    assert v["details"]["route"] == "adjust"
+
+
+def test_judged_edit_settings_are_checked(src, tmp_path):
+    for args, message in (
+        (("--best-of", "0"), "--best-of"),
+        (("--min-score", "1.5"), "--min-score"),
+        (("--judge-model", tmp_path / "clip"), "--judge-model"),
+    ):
+        line = assert_clean_error(pbmlx("edit", src, "brighten this picture", *args))
+        assert message in line
+    # An explicit judge model that is not there is refused before anything is written.
+    r = pbmlx(
+        "edit", src, "brighten this picture", "--best-of", 2, "--judge-model",
+        tmp_path / "no-such-clip", "-o", tmp_path / "out.jpg",
+    )  # fmt: skip
+    assert "no-such-clip" in assert_clean_error(r)
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_library_best_of_and_the_callable_judge(tmp_path, monkeypatch):
+    import pbmlx
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-empty"))
+    photo = Image.open(SAMPLE)
+    result = pbmlx.edit(photo, "increase the contrast", best_of=2)
+    assert result.verdict is not None and result.verdict.accepted is True
+    again = pbmlx.judge(photo, result.image, "increase the contrast")
+    assert again.to_json() == result.verdict.to_json()  # the flow judges exactly what it returns
+    assert pbmlx.edit(photo, "increase the contrast").verdict is None  # not judged unless asked
+    with pytest.raises(pbmlx.PbmlxError, match="best_of"):
+        pbmlx.edit(photo, "increase the contrast", best_of=0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tiny_clip import byte_symbols
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77  # CLIP's context, as SD pads/truncates prompts
@@ -259,7 +260,7 @@ def build_tiny_tokenizer(folder: Path | str, vocab_size: int = TOKENIZER_VOCAB_S
         for m in json.loads(tok.to_str())["model"]["merges"]
     ]
 
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     tokens = [*symbols, *(s + "</w>" for s in symbols), *(a + b for a, b in merges), BOS, EOS]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
     folder = Path(folder)
@@ -271,14 +272,6 @@ def build_tiny_tokenizer(folder: Path | str, vocab_size: int = TOKENIZER_VOCAB_S
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     return folder
-
-
-def _byte_symbols() -> list[str]:
-    """CLIP's byte -> printable-character table in vocabulary order: the printable latin-1
-    bytes as themselves, then the other 68 bytes as U+0100... in byte order."""
-    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    others = [b for b in range(256) if b not in set(printable)]
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
 
 # -- the whole checkpoint ------------------------------------------------------------------------
