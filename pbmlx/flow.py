@@ -10,7 +10,7 @@ The editor model for diffusion turns is, first found wins: ``--model`` / ``model
 ``PBMLX_MODEL`` environment variable, ``{"model": ...}`` in the config file
 (``~/.config/pbmlx/config.json``, or the path in ``PBMLX_CONFIG``). See :func:`find_model`.
 
-Judged edits (``--best-of N`` / ``--min-score S``, :class:`JudgeOptions`): every turn is
+Judged edits (``--judge``, ``--best-of N``, ``--min-score S``; :class:`JudgeOptions`): every turn is
 scored by the local judge (:mod:`pbmlx.judge`) against that turn's input. A diffusion turn is
 made with up to N seeds (``seed + k``, ``seed + k + 1``, ...; 3 by default with only
 ``--min-score``), stopping at the first attempt whose overall reaches S, and keeps the best
@@ -408,6 +408,7 @@ def edit(
     scheduler: str = DEFAULT_SCHEDULER,
     low_memory: bool = False,
     progress: bool = False,
+    judge: bool = False,
     best_of: int | None = None,
     min_score: float | None = None,
     judge_model: str | Path | None = None,
@@ -415,18 +416,20 @@ def edit(
     """Edit a PIL image (or an image file) with one or more instructions, each on the last result.
 
     Diffusion turns use ``model`` (a folder, a hub id or a loaded :class:`~pbmlx.editor.Editor`;
-    default: :func:`find_model`) with the sampler settings given. With ``best_of`` or
-    ``min_score`` every turn is judged and diffusion turns may take several seeds (see
-    :class:`JudgeOptions`; ``judge_model`` is the judge's CLIP); ``result.verdict`` is the
-    last judged turn's verdict. Returns an :class:`EditResult` whose ``image`` is a new 8-bit
+    default: :func:`find_model`) with the sampler settings given. With ``judge``, ``best_of``
+    or ``min_score`` every turn is judged, and with the latter two diffusion turns may take
+    several seeds (see :class:`JudgeOptions`; ``judge_model`` is the judge's CLIP);
+    ``result.verdict`` is the last judged turn's verdict. Returns an :class:`EditResult` whose ``image`` is a new 8-bit
     RGB (or RGBA) PIL image; the input is never modified.
     """
     options = EditorOptions(
         model, steps, guidance, image_guidance, size, scheduler, low_memory, progress
     )
     judging = None
-    if best_of is not None or min_score is not None:
+    if judge or best_of is not None or min_score is not None:
         judging = JudgeOptions(best_of, min_score, judge_model)
+    elif judge_model is not None:
+        raise PbmlxError("judge_model is the judge's CLIP: use it with judge, best_of or min_score")
     t0 = time.perf_counter()
     if isinstance(image, (str, Path)):
         photo = read_image(image)
@@ -486,8 +489,11 @@ def edit_file(
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.judge_model is not None and args.best_of is None and args.min_score is None:
-        raise PbmlxError("--judge-model is the judge's CLIP: use it with --best-of or --min-score")
+    judged = args.judge or args.best_of is not None or args.min_score is not None
+    if args.judge_model is not None and not judged:
+        raise PbmlxError(
+            "--judge-model is the judge's CLIP: use it with --judge, --best-of or --min-score"
+        )
     if args.dry_run:
         for p, engine in plan_turns(args.instructions, args.engine, need_editor=False):
             if args.json:
@@ -514,11 +520,7 @@ def main(args: argparse.Namespace) -> int:
             low_memory=args.low_memory,
             progress=True,
         ),
-        judging=(
-            JudgeOptions(args.best_of, args.min_score, args.judge_model)
-            if args.best_of is not None or args.min_score is not None
-            else None
-        ),
+        judging=JudgeOptions(args.best_of, args.min_score, args.judge_model) if judged else None,
     )
     if args.json:
         print(json.dumps({"input": str(args.input), "output": str(written), **result.to_dict()}))
@@ -655,6 +657,11 @@ def add_parser(sub, parents) -> None:
         "--low-memory",
         action="store_true",
         help="free the text encoder after encoding and decode in tiles",
+    )
+    p.add_argument(
+        "--judge",
+        action="store_true",
+        help="score every turn with the local judge (Pico-Banana rubric); one attempt each",
     )
     p.add_argument(
         "--best-of",

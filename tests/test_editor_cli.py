@@ -394,6 +394,13 @@ def test_best_of_on_an_adjust_edit_judges_it_once_without_any_model(src, tmp_pat
     assert all(v[c] is not None for c in ("compliance", "seamlessness", "preservation", "quality"))
     assert v["accepted"] is True and v["overall"] >= 0.7
     assert v["details"]["route"] == "adjust"
+    # --judge alone: the same verdict, in the text summary too.
+    r = pbmlx(
+        "edit", src, "brighten this picture", "--judge", "-o", out, "--overwrite",
+        env=no_cached_clip(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"judge: overall {v['overall']:.2f} (accepted)" in r.stderr
 
 
 def test_judged_edit_settings_are_checked(src, tmp_path):
@@ -401,6 +408,7 @@ def test_judged_edit_settings_are_checked(src, tmp_path):
         (("--best-of", "0"), "--best-of"),
         (("--min-score", "1.5"), "--min-score"),
         (("--judge-model", tmp_path / "clip"), "--judge-model"),
+        (("--judge", "--min-score", "x"), "--min-score"),
     ):
         line = assert_clean_error(pbmlx("edit", src, "brighten this picture", *args))
         assert message in line
@@ -423,5 +431,7 @@ def test_library_best_of_and_the_callable_judge(tmp_path, monkeypatch):
     again = pbmlx.judge(photo, result.image, "increase the contrast")
     assert again.to_json() == result.verdict.to_json()  # the flow judges exactly what it returns
     assert pbmlx.edit(photo, "increase the contrast").verdict is None  # not judged unless asked
+    judged = pbmlx.edit(photo, "increase the contrast", judge=True)
+    assert judged.verdict.to_json() == result.verdict.to_json()  # exact edits: one attempt
     with pytest.raises(pbmlx.PbmlxError, match="best_of"):
         pbmlx.edit(photo, "increase the contrast", best_of=0)
