@@ -566,27 +566,9 @@ def _judge_line(choice: Any) -> str:
     return f"{head}: {scores}{tail}"
 
 
-def _attempts(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
-    return v
-
-
-def _score(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 1]")
-    return v
-
-
 def add_parser(sub, parents) -> None:
+    from pbmlx.judge.command import at_least_one, unit_interval
+
     p = sub.add_parser(
         "edit",
         parents=parents,
@@ -665,14 +647,14 @@ def add_parser(sub, parents) -> None:
     )
     p.add_argument(
         "--best-of",
-        type=_attempts,
+        type=at_least_one,
         metavar="N",
         help="judge the edit; generative turns try N seeds (--seed, --seed+1, ...) and keep "
         "the best verdict",
     )
     p.add_argument(
         "--min-score",
-        type=_score,
+        type=unit_interval,
         metavar="S",
         help="judge the edit; generative turns retry with new seeds until the overall score "
         "reaches S (up to --best-of, default 3 attempts)",

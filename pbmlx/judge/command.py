@@ -11,7 +11,8 @@ import argparse
 from pbmlx.judge.verdict import DEFAULT_THRESHOLD
 
 
-def _threshold(text: str) -> float:
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1] (thresholds, scores)."""
     try:
         v = float(text)
     except ValueError:
@@ -21,7 +22,8 @@ def _threshold(text: str) -> float:
     return v
 
 
-def _positive(text: str) -> int:
+def at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1 (counts)."""
     try:
         v = int(text)
     except ValueError:
@@ -78,7 +80,7 @@ def add_parser(sub, parents) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=_threshold,
+        type=unit_interval,
         default=DEFAULT_THRESHOLD,
         help=f"accept at overall >= this (default {DEFAULT_THRESHOLD})",
     )
@@ -97,7 +99,7 @@ def add_parser(sub, parents) -> None:
     b.add_argument("file", metavar="PREFERENCE_JSONL", help="preference.jsonl (or a part of it)")
     b.add_argument("--images", required=True, metavar="DIR", help="local folder of the images")
     b.add_argument("--model", metavar="CLIP_DIR_OR_ID", help="CLIP checkpoint (as for judge)")
-    b.add_argument("--limit", type=_positive, metavar="N", help="only the first N records")
+    b.add_argument("--limit", type=at_least_one, metavar="N", help="only the first N records")
     b.add_argument(
         "--instruction",
         choices=("summarized", "text"),
@@ -105,7 +107,7 @@ def add_parser(sub, parents) -> None:
         help="which instruction field to judge against (default: summarized_text)",
     )
     b.add_argument(
-        "--threshold", type=_threshold, default=DEFAULT_THRESHOLD, help=argparse.SUPPRESS
+        "--threshold", type=unit_interval, default=DEFAULT_THRESHOLD, help=argparse.SUPPRESS
     )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=main_bench)
