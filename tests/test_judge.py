@@ -396,6 +396,9 @@ def test_run_attempts_stops_at_min_score(chelsea):
     assert calls == [0, 1] and c.attempt.seed == 1 and c.reached_min_score is True
     c = retry.run_attempts(generate, lambda im: j(chelsea, im, "brighten this picture"), attempts=3)
     assert calls[2:] == [0, 1, 2] and c.attempt.seed in (1, 2) and len(c.to_dict()["attempts"]) == 3
+    # Only the kept attempt's image is held (memory); it is the one its seed makes.
+    assert [a.image is not None for a in c.attempts] == [i == c.index for i in range(3)]
+    assert np.array_equal(np.asarray(c.image), np.asarray(generate(c.attempt.seed)))
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ choice says so (``partial: true``). Ties go to the earlier attempt (fewer seeds 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pbmlx.errors import PbmlxError
@@ -121,6 +121,9 @@ def run_attempts(
 ) -> Choice:
     """Make up to ``attempts`` edits with seeds ``seed, seed + 1, ...`` and keep the best.
 
+    Only the chosen attempt keeps its image (``Choice.image``); the others keep their seed and
+    verdict, with ``image`` None.
+
     ``generate(seed)`` makes one edited image; ``judge_one(image)`` judges it (e.g.
     ``lambda im: judge(source, im, instruction)``). With ``min_score``, stops at the first
     attempt whose ``overall >= min_score``.
@@ -135,6 +138,10 @@ def run_attempts(
         image = generate(s)
         verdict = judge_one(image)
         done.append(Attempt(s, image, verdict))
+        # Only the best image so far is kept (a 12 MP float result is ~150 MB); the others'
+        # seeds and verdicts stay, so every attempt is still reported and reproducible.
+        best = choose_best(done).index
+        done = [a if i == best else replace(a, image=None) for i, a in enumerate(done)]
         if min_score is not None and verdict.overall is not None and verdict.overall >= min_score:
             break
     return choose_best(done, min_score)
