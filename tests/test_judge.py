@@ -42,7 +42,7 @@ from tiny_clip import write_tiny_clip
 from pbmlx.errors import PbmlxError
 from pbmlx.judge import bench, command, criteria, measure, retry
 from pbmlx.judge.core import Judge, judge
-from pbmlx.judge.verdict import JSON_KEYS, WEIGHTS, CriterionScore, Verdict, combine
+from pbmlx.judge.verdict import CRITERIA, JSON_KEYS, WEIGHTS, CriterionScore, Verdict, combine
 
 SIDE = 256  # test photos' long side: the judge's behaviour does not depend on size, its speed does
 
@@ -489,6 +489,110 @@ def test_judge_bench_on_a_synthetic_preference_file(tmp_path, capsys):
     bad.write_text('{"a": 1}\nnot json\n')
     with pytest.raises(PbmlxError, match="line 2"):
         bench.judge_bench(bad, tmp_path)
+
+
+def _write_red_set(root: Path) -> Path:
+    """A preference file for "make it red" (a generative instruction: CLIP scores it): the
+    passed edit shifts colour towards red, the rejected ones towards blue, or not at all."""
+    (root / "img").mkdir(parents=True)
+    records = []
+    names = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "retina")
+    for i, name in enumerate(names):
+        x = arr(photo(name, 128))
+        edits = {
+            "passed": x + np.array([0.2 + 0.05 * i, -0.05, -0.05], np.float32),
+            "blue": x + np.array([-0.05, -0.05, 0.25], np.float32),
+            "none": x,
+        }
+        for kind, e in edits.items():
+            im = Image.fromarray(np.clip(np.rint(e * 255), 0, 255).astype(np.uint8))
+            im.save(root / "img" / f"{name}_{kind}.png")
+        records.append(
+            {
+                "local_input_image": f"img/{name}_none.png",
+                "summarized_text": "make it red",
+                "edit_type": "Change overall color tone",
+                "output_image": f"img/{name}_passed.png",
+                "rejected_images": [f"img/{name}_blue.png", f"img/{name}_none.png"],
+            }
+        )
+    path = root / "preference.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def test_judge_bench_fits_the_clip_map_and_the_fit_is_put_in_force(tmp_path, monkeypatch):
+    from pbmlx.judge import calibrate
+
+    root = tmp_path / "pico"
+    path = _write_red_set(root)
+    out = tmp_path / "clip.json"
+    report = bench.judge_bench(path, root, model=FakeClip(), fit_clip=out)
+    fit = report["clip_fit"]
+    assert fit["cases"] == 18 and fit["pairs"] == 12  # 6 passed + 12 rejected verdicts
+    weights = dict(zip(fit["map"]["features"], fit["map"]["weights"], strict=True))
+    assert set(weights) <= {"direction", "gain"} and min(weights.values()) >= 0
+    assert max(weights.values()) > 0 and fit["map"]["calibrated"] is True
+    assert fit["heldout"]["pairs"] == 12 and fit["heldout"]["accuracy"] == 1.0
+    saved = json.loads(out.read_text())
+    assert saved["maps"] == {"compliance/clip": fit["map"]}
+    assert saved["fitted_on"]["pairs"] == 12
+    # Put in force by the environment variable: the judge's compliance is the fitted map's.
+    passed = root / "img" / "chelsea_passed.png"
+    source = root / "img" / "chelsea_none.png"
+    before = judge(source, passed, "make it red", model=FakeClip())
+    monkeypatch.setenv(calibrate.USER_CALIBRATION_ENV, str(out))
+    after = judge(source, passed, "make it red", model=FakeClip())
+    assert before.details["compliance"]["calibrated"] is False
+    assert after.details["compliance"]["calibrated"] is True
+    raw = after.details["compliance"]["raw"]
+    want, _ = calibrate.LogisticMap.from_dict(fit["map"]).apply(raw)
+    assert after.compliance == pytest.approx(want, abs=1e-4)  # verdict scores have 4 decimals
+    # The other maps are untouched: the same seamlessness, preservation and quality.
+    assert [getattr(after, c) for c in CRITERIA[1:]] == [getattr(before, c) for c in CRITERIA[1:]]
+    monkeypatch.delenv(calibrate.USER_CALIBRATION_ENV)
+    # Refusals: an existing output, no CLIP, too few labels; bad calibration files.
+    with pytest.raises(PbmlxError, match="exists"):
+        bench.judge_bench(path, root, model=FakeClip(), fit_clip=out)
+    monkeypatch.setattr("pbmlx.judge.core._cached_hub_folder", lambda repo: None)
+    with pytest.raises(PbmlxError, match="needs a CLIP model"):
+        bench.judge_bench(path, root, fit_clip=tmp_path / "new.json")
+    with pytest.raises(PbmlxError, match="passed and rejected"):
+        bench.fit_clip_map([bench.ClipCase(1, 1, {"direction": 0.1, "gain": 0.0})], [])
+    bad_files = {
+        "missing.json": (None, "does not exist"),
+        "text.json": ("not json", "not readable JSON"),
+        "format.json": ({"format": 9, "maps": {}}, "not a judge calibration"),
+        "unknown.json": ({"format": 1, "maps": {"nope": fit["map"]}}, "unknown map"),
+        "feature.json": (
+            {"format": 1, "maps": {"compliance/clip": {**fit["map"], "features": ["x", "y"]}}},
+            "must give a finite weight",
+        ),
+        "nan.json": (
+            {"format": 1, "maps": {"compliance/clip": {**fit["map"], "bias": float("nan")}}},
+            "must give a finite weight",
+        ),
+    }
+    for name, (content, message) in bad_files.items():
+        f = tmp_path / name
+        if content is not None:
+            f.write_text(content if isinstance(content, str) else json.dumps(content))
+        monkeypatch.setenv(calibrate.USER_CALIBRATION_ENV, str(f))
+        with pytest.raises(PbmlxError, match=message):
+            judge(source, passed, "make it red", model=FakeClip())
+
+
+def test_judge_bench_fit_clip_command(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "pico"
+    path = _write_red_set(root)
+    monkeypatch.setattr("pbmlx.judge.core._cached_hub_folder", lambda repo: None)
+    argv = ["judge-bench", str(path), "--images", str(root), "--fit-clip", str(tmp_path / "c.json")]
+    from pbmlx.cli import main
+
+    assert main(argv) == 2  # no CLIP model: one clear error line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pbmlx: error: ") and "needs a CLIP model" in err[0]
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_extent_classification():

@@ -20,14 +20,21 @@ Record fields (see the reference notes; matched tolerantly):
 A record whose files are missing is skipped and counted by reason, never guessed at. When a
 verdict is partial (no CLIP for a generative edit), pairs are ranked by the labelled partial
 overall, and the report counts how many pairs that was.
+
+``--fit-clip FILE`` (with a CLIP ``--model``) also fits the CLIP compliance map on the
+CLIP-scored verdicts (passed edits labelled 1, rejected 0; :func:`fit_clip_map`), reports its
+pairwise compliance accuracy on held-out records before and after, and writes FILE for
+``PBMLX_JUDGE_CALIBRATION`` (see :mod:`pbmlx.judge.calibrate`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +142,84 @@ def _agree(a: float | None, b: float | None) -> float | None:
     return 1.0 if a > b else 0.5 if a == b else 0.0
 
 
+CLIP_MAP = "compliance/clip"
+
+
+@dataclass(frozen=True)
+class ClipCase:
+    """One CLIP-scored verdict for the fit: its record's number, its label (1 passed, 0
+    rejected) and the raw CLIP features of its compliance details."""
+
+    record: int
+    label: int
+    raw: dict[str, float]
+
+
+def fit_clip_map(cases: list[ClipCase], pairs: list[tuple[int, int, int]]) -> dict:
+    """Fit the CLIP compliance map on ``cases``; ``pairs`` are (record, passed case index,
+    rejected case index). Returns ``{"map": ..., "heldout": ...}``.
+
+    The map is :func:`pbmlx.judge.calibrate.fit_logistic` on the negated features (that fit
+    keeps only weights that lower the score as a feature grows; here more direction and more
+    gain may only raise it), negated back. ``heldout``: records split in two by parity, a map
+    fitted on each half, and the pairwise accuracy of the compliance score (passed strictly
+    above rejected, ties half) on the other half's pairs, for the fitted map and for the map in
+    force before; None when a half lacks a label.
+    """
+    import numpy as np
+
+    from pbmlx.judge import calibrate
+
+    feats = calibrate.load_map(CLIP_MAP).features
+
+    def fit(idx: list[int]) -> calibrate.LogisticMap:
+        x = np.array([[-cases[i].raw[f] for f in feats] for i in idx], np.float64)
+        y = np.array([cases[i].label for i in idx], np.float64)
+        w, b = calibrate.fit_logistic(x, y)
+        return calibrate.LogisticMap(feats, tuple(0.0 - float(v) for v in w), b, calibrated=True)
+
+    def pair_accuracy(lm: calibrate.LogisticMap, ps: list[tuple[int, int, int]]) -> float:
+        got = [_agree(lm.apply(cases[g].raw)[0], lm.apply(cases[r].raw)[0]) for _, g, r in ps]
+        return sum(got) / len(got)  # type: ignore[arg-type]
+
+    labels = {c.label for c in cases}
+    if labels != {0, 1}:
+        raise PbmlxError(
+            f"Fitting the CLIP map needs CLIP-scored passed and rejected edits; found "
+            f"{sum(c.label for c in cases)} passed and {sum(1 - c.label for c in cases)} "
+            "rejected (generative instructions only: adjust ones are not scored by CLIP)."
+        )
+    before = calibrate.load_map(CLIP_MAP)
+    held = {"pairs": 0, "accuracy": 0.0, "accuracy_before": 0.0}
+    for part in (0, 1):
+        train = [i for i, c in enumerate(cases) if c.record % 2 != part]
+        test = [p for p in pairs if p[0] % 2 == part]
+        if {cases[i].label for i in train} != {0, 1} or not test:
+            held = None
+            break
+        lm = fit(train)
+        held["pairs"] += len(test)
+        held["accuracy"] += pair_accuracy(lm, test) * len(test)
+        held["accuracy_before"] += pair_accuracy(before, test) * len(test)
+    if held is not None:
+        for k in ("accuracy", "accuracy_before"):
+            held[k] = round(held[k] / held["pairs"], 4)
+    lm = fit(list(range(len(cases))))
+    return {"map": lm.to_dict(), "heldout": held}
+
+
+def _write_json_new(path: Path, obj: dict) -> None:
+    """Write ``obj`` to a new file ``path`` atomically (never over an existing file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.link(tmp, path)  # fails if path appeared meanwhile: nothing is overwritten
+    finally:
+        os.unlink(tmp)
+
+
 def judge_bench(
     path: str | Path,
     images: str | Path,
@@ -144,9 +229,15 @@ def judge_bench(
     instruction: str = "summarized",
     threshold: float = DEFAULT_THRESHOLD,
     progress: bool = False,
+    fit_clip: str | Path | None = None,
 ) -> dict:
-    """Judge every (passed, rejected) pair of a preference file; the report (see module doc)."""
+    """Judge every (passed, rejected) pair of a preference file; the report (see module doc).
+
+    With ``fit_clip``, also fit the CLIP compliance map and write it there (a new file; see
+    :func:`fit_clip_map`); the report gets ``clip_fit``.
+    """
     from pbmlx.judge.core import Judge
+    from pbmlx.judge.criteria import ClipCompliance
 
     path, images = Path(path), Path(images)
     if not images.is_dir():
@@ -158,7 +249,27 @@ def judge_bench(
     records = read_jsonl(path)
     if limit is not None:
         records = records[:limit]
+    fit_path = Path(fit_clip) if fit_clip is not None else None
+    if fit_path is not None:
+        if fit_path.exists():
+            raise PbmlxError(f"{fit_path} exists; choose another path for --fit-clip.")
+        if not fit_path.parent.is_dir():
+            raise PbmlxError(f"The folder of {fit_path} does not exist.")
     judge = Judge(model=model, threshold=threshold)
+    if fit_path is not None and not any(
+        isinstance(p, ClipCompliance) and p.model is not None for p in judge.providers
+    ):
+        raise PbmlxError("--fit-clip needs a CLIP model: pass --model CLIP_DIR_OR_ID.")
+    clip_cases: list[ClipCase] = []
+    clip_pairs: list[tuple[int, int, int]] = []
+
+    def clip_case(v: Any, record: int, label: int) -> int | None:
+        d = v.details.get("compliance", {})
+        if fit_path is None or d.get("provider") != "clip":
+            return None
+        clip_cases.append(ClipCase(record, label, dict(d["raw"])))
+        return len(clip_cases) - 1
+
     skipped: dict[str, int] = {}
     by_type: dict[str, list[float]] = {}
     by_crit: dict[str, list[float]] = {c: [] for c in CRITERIA}
@@ -172,8 +283,12 @@ def judge_bench(
             continue
         used += 1
         good = judge(r.source, r.passed, r.instruction, edit_type=r.edit_type)
+        g = clip_case(good, n, 1)
         for rej in r.rejected:
             bad = judge(r.source, rej, r.instruction, edit_type=r.edit_type)
+            b = clip_case(bad, n, 0)
+            if g is not None and b is not None:
+                clip_pairs.append((n, g, b))
             partial_pairs += int(good.partial or bad.partial)
             s = _agree(good.rank_score, bad.rank_score)
             assert s is not None
@@ -191,6 +306,30 @@ def judge_bench(
     def acc(v: list[float]) -> float | None:
         return round(sum(v) / len(v), 4) if v else None
 
+    clip_fit = None
+    if fit_path is not None:
+        fitted = fit_clip_map(clip_cases, clip_pairs)
+        clip_fit = {
+            "file": str(fit_path),
+            "cases": len(clip_cases),
+            "pairs": len(clip_pairs),
+            "map": fitted["map"],
+            "heldout": fitted["heldout"],
+        }
+        _write_json_new(
+            fit_path,
+            {
+                "format": 1,
+                "maps": {CLIP_MAP: fitted["map"]},
+                "fitted_on": {
+                    "preference_file": str(path),
+                    "model": None if model is None else str(model),
+                    "instruction": instruction,
+                    **{k: clip_fit[k] for k in ("cases", "pairs", "heldout")},
+                },
+            },
+        )
+
     return {
         "file": str(path),
         "records": len(records),
@@ -205,6 +344,7 @@ def judge_bench(
         },
         "by_criterion": {c: {"pairs": len(v), "accuracy": acc(v)} for c, v in by_crit.items()},
         "instruction": instruction,
+        **({"clip_fit": clip_fit} if clip_fit is not None else {}),
     }
 
 
@@ -217,6 +357,7 @@ def main(args: argparse.Namespace) -> int:
         instruction=args.instruction,
         threshold=args.threshold,
         progress=not args.json,
+        fit_clip=args.fit_clip,
     )
     if args.json:
         print(json.dumps(report))
@@ -234,4 +375,21 @@ def main(args: argparse.Namespace) -> int:
     for c, d in report["by_criterion"].items():
         a = d["accuracy"]
         print(f"  criterion {c:<13} {d['pairs']:>5}  {'n/a' if a is None else f'{a:.3f}'}")
+    fit = report.get("clip_fit")
+    if fit is not None:
+        from pbmlx.judge.calibrate import USER_CALIBRATION_ENV
+
+        h = fit["heldout"]
+        m = fit["map"]
+        terms = ", ".join(f"{w:+.3g} {f}" for f, w in zip(m["features"], m["weights"], strict=True))
+        print(
+            f"CLIP map fitted on {fit['cases']} verdicts: sigmoid({m['bias']:+.3g} {terms}); "
+            + (
+                f"held-out compliance pairs {h['pairs']}: accuracy {h['accuracy']:.3f} "
+                f"(before {h['accuracy_before']:.3f})"
+                if h
+                else "too few records for a held-out check"
+            )
+        )
+        print(f"wrote {fit['file']}; use it with {USER_CALIBRATION_ENV}={fit['file']}")
     return 0

@@ -66,7 +66,11 @@ evaluation (Brooks et al. 2023; the directional CLIP measure is from StyleGAN-NA
 al. 2022), unedited or unrelated pairs sit near 0, and image-text cosines of CLIP move by a
 few hundredths when an image gains what the text names (CLIPScore, Hessel et al. 2021). The
 map puts 0.5 at a direction of 0.08 and 0.9 at about 0.2. Refit it on judge-bench preference
-pairs with a real model before trusting its absolute values.
+pairs with a real model before trusting its absolute values:
+``pbmlx judge-bench preference.jsonl --images DIR --model CLIP --fit-clip clip.json`` fits it
+(:func:`pbmlx.judge.bench.fit_clip_map`, the same logistic fit with the signs reversed: more
+direction and gain may only raise the score) and writes a file that
+``PBMLX_JUDGE_CALIBRATION=clip.json`` puts in force (:func:`load_params`).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ import functools
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -160,9 +165,57 @@ def _read_params_file() -> dict:
     return params
 
 
+USER_CALIBRATION_ENV = "PBMLX_JUDGE_CALIBRATION"  # a file of maps that replace packaged ones
+
+
+@functools.lru_cache(maxsize=4)
+def _with_user_maps(path: str) -> dict:
+    """The packaged calibration with the maps of the user file ``path`` in place of its own.
+
+    The file is what ``pbmlx judge-bench --fit-clip FILE`` writes: ``{"format": 1, "maps":
+    {key: {"features", "weights", "bias", "calibrated"}}, ...}``. A map must name a packaged
+    map and use only that map's features (the providers compute nothing else).
+    """
+    where = f"Judge calibration file {path} (${USER_CALIBRATION_ENV})"
+    try:
+        user = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PbmlxError(f"{where} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PbmlxError(f"{where} is not readable JSON ({e}).") from None
+    if (
+        not isinstance(user, dict)
+        or user.get("format") != FORMAT
+        or not isinstance(user.get("maps"), dict)
+    ):
+        raise PbmlxError(f'{where} is not a judge calibration (format {FORMAT} with "maps").')
+    params = _read_params_file()
+    maps = dict(params["maps"])
+    for key, d in user["maps"].items():
+        if key not in maps:
+            raise PbmlxError(f"{where} has an unknown map {key!r}.")
+        try:
+            lm = LogisticMap.from_dict(d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PbmlxError(f"{where}: map {key!r} is malformed ({e}).") from None
+        unknown = set(lm.features) - set(maps[key]["features"])
+        values = [*lm.weights, lm.bias]
+        if unknown or len(lm.weights) != len(lm.features) or not all(map(math.isfinite, values)):
+            raise PbmlxError(
+                f"{where}: map {key!r} must give a finite weight for each of "
+                f"{', '.join(maps[key]['features'])} (or some of them) and a finite bias."
+            )
+        maps[key] = lm.to_dict()
+    return {**params, "maps": maps}
+
+
 def load_params() -> dict:
-    """The calibration in force: the runtime file (read once), or the fitting script's new one."""
-    return _OVERRIDE if _OVERRIDE is not None else _read_params_file()
+    """The calibration in force: the fitting script's new one while it evaluates it, else the
+    runtime file (read once) with the maps of ``$PBMLX_JUDGE_CALIBRATION`` in place, if set."""
+    if _OVERRIDE is not None:
+        return _OVERRIDE
+    user = os.environ.get(USER_CALIBRATION_ENV, "").strip()
+    return _with_user_maps(user) if user else _read_params_file()
 
 
 @contextlib.contextmanager

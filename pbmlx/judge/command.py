@@ -109,5 +109,11 @@ def add_parser(sub, parents) -> None:
     b.add_argument(
         "--threshold", type=unit_interval, default=DEFAULT_THRESHOLD, help=argparse.SUPPRESS
     )
+    b.add_argument(
+        "--fit-clip",
+        metavar="OUT_JSON",
+        help="also fit the CLIP compliance map on these pairs (needs --model) and write it to "
+        "OUT_JSON, a new file; PBMLX_JUDGE_CALIBRATION=OUT_JSON puts it in force",
+    )
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=main_bench)
