@@ -101,6 +101,7 @@ class Turn:
     seconds: float
     editor: EditorResult | None = None  # diffusion turns: provenance, stage timings, memory
     judge: Any = None  # judged edits: the pbmlx.judge.retry.Choice (kept attempt and the others)
+    judge_seconds: float = 0.0  # of ``seconds``, the time spent judging
 
     def to_dict(self) -> dict:
         out = {**self.plan.to_dict(), "engine": self.engine, "seconds": round(self.seconds, 4)}
@@ -109,6 +110,7 @@ class Turn:
             details.pop("instruction")
             out.update(details)
         if self.judge is not None:
+            out["judge_seconds"] = round(self.judge_seconds, 4)
             out["judge"] = self.judge.to_dict()
         return out
 
@@ -275,8 +277,17 @@ def _run_turns(
     options = options or EditorOptions()
     x: np.ndarray | mx.array = rgb
     turns = []
+    judge_time = [0.0]  # this turn's seconds spent judging
+
+    def judged(source_codes: np.ndarray, edited: np.ndarray, instruction: str) -> Any:
+        t = time.perf_counter()
+        verdict = judge(source_codes, _codes(edited), instruction)
+        judge_time[0] += time.perf_counter() - t
+        return verdict
+
     for k, (p, engine) in enumerate(planned):
         t0 = time.perf_counter()
+        judge_time[0] = 0.0
         # Each turn gets its own seed so that e.g. grain twice is not the same noise twice.
         if engine == "adjust":
             before = _codes(x) if judging is not None else None
@@ -286,9 +297,9 @@ def _run_turns(
             if judging is not None:
                 from pbmlx.judge.retry import Attempt, choose_best
 
-                verdict = judge(before, _codes(x), p.instruction)
+                verdict = judged(before, x, p.instruction)
                 choice = choose_best([Attempt(seed + k, None, verdict)], judging.min_score)
-            turns.append(Turn(p, engine, time.perf_counter() - t0, judge=choice))
+            turns.append(Turn(p, engine, time.perf_counter() - t0, None, choice, judge_time[0]))
             continue
         if editor is None:  # plan_turns has already refused this; kept as a guard
             _require_editor(p)
@@ -321,14 +332,14 @@ def _run_turns(
             src_codes = _codes(source)
             choice = run_attempts(
                 attempt,
-                lambda r, p=p, src_codes=src_codes: judge(src_codes, _codes(r.rgb), p.instruction),
+                lambda r, p=p, src_codes=src_codes: judged(src_codes, r.rgb, p.instruction),
                 seed=seed + k,
                 attempts=judging.attempts,
                 min_score=judging.min_score,
             )
             result = choice.image
         x = result.rgb
-        turns.append(Turn(p, engine, time.perf_counter() - t0, result, choice))
+        turns.append(Turn(p, engine, time.perf_counter() - t0, result, choice, judge_time[0]))
     return np.asarray(x, dtype=np.float32), turns
 
 
@@ -419,8 +430,8 @@ def edit(
     default: :func:`find_model`) with the sampler settings given. With ``judge``, ``best_of``
     or ``min_score`` every turn is judged, and with the latter two diffusion turns may take
     several seeds (see :class:`JudgeOptions`; ``judge_model`` is the judge's CLIP);
-    ``result.verdict`` is the last judged turn's verdict. Returns an :class:`EditResult` whose ``image`` is a new 8-bit
-    RGB (or RGBA) PIL image; the input is never modified.
+    ``result.verdict`` is the last judged turn's verdict. Returns an :class:`EditResult`
+    whose ``image`` is a new 8-bit RGB (or RGBA) PIL image; the input is never modified.
     """
     options = EditorOptions(
         model, steps, guidance, image_guidance, size, scheduler, low_memory, progress
@@ -543,15 +554,14 @@ def main(args: argparse.Namespace) -> int:
 
 def _judge_line(choice: Any) -> str:
     """One line on a judged turn: the kept attempt's scores and how it was chosen."""
+    from pbmlx.judge.verdict import CRITERIA
+
     v = choice.verdict
 
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
-    scores = ", ".join(
-        f"{c} {fmt(getattr(v, c))}"
-        for c in ("compliance", "seamlessness", "preservation", "quality")
-    )
+    scores = ", ".join(f"{c} {fmt(getattr(v, c))}" for c in CRITERIA)
     if v.overall is not None:
         head = f"overall {v.overall:.2f} ({'accepted' if v.accepted else 'not accepted'})"
     else:

@@ -388,8 +388,10 @@ def test_best_of_on_an_adjust_edit_judges_it_once_without_any_model(src, tmp_pat
         env=no_cached_clip(tmp_path),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    [j] = json.loads(r.stdout)["judge"]
+    d = json.loads(r.stdout)
+    [j] = d["judge"]
     assert len(j["attempts"]) == 1  # exact edits: another seed would give the same pixels
+    assert 0 < d["turns"][0]["judge_seconds"] <= d["turns"][0]["seconds"]
     v = j["verdict"]
     assert all(v[c] is not None for c in ("compliance", "seamlessness", "preservation", "quality"))
     assert v["accepted"] is True and v["overall"] >= 0.7
