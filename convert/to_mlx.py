@@ -52,6 +52,7 @@ from mlx.utils import tree_flatten
 
 from pbmlx import __version__
 from pbmlx.errors import PbmlxError
+from pbmlx.hub import is_hub_id, is_local, snapshot
 from pbmlx.models.checkpoint import (
     COMPONENTS,
     FORMAT,
@@ -126,31 +127,15 @@ def resolve_source(source: str | Path, *, allow_pickle: bool = False) -> Source:
     the model card and licence files, best effort. With ``allow_pickle``, a repository whose
     components lack safetensors gets their pickle weights too, and only those.
     """
-    from pbmlx.editor import is_hub_id, resolve_model
+    from pbmlx.editor import resolve_model
 
     text = str(source)
-    local = Path(text).expanduser()
-    if local.exists() or isinstance(source, Path) or not is_hub_id(text):
-        return Source(resolve_model(local if local.exists() else source), text)
+    if is_local(source) or isinstance(source, Path) or not is_hub_id(text):
+        return Source(resolve_model(source), text)
     folder = _fetch_with_pickles(text) if allow_pickle else resolve_model(text)
     _fetch_card(text)
     revision = folder.name if folder.parent.name == "snapshots" else None
     return Source(folder, text, hub_id=text, revision=revision)
-
-
-def _snapshot(repo_id: str, patterns: list[str]) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # network, offline mode, unknown repo, auth: one message
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise PbmlxError(
-            f"Model {repo_id!r} is not a local folder and could not be fetched from the "
-            f"Hugging Face Hub ({type(e).__name__}: {reason})."
-        ) from None
 
 
 def _fetch_with_pickles(repo_id: str) -> Path:
@@ -158,7 +143,7 @@ def _fetch_with_pickles(repo_id: str) -> Path:
     safetensors (never both formats of one component: real repositories often carry both)."""
     from pbmlx.editor import HUB_PATTERNS
 
-    folder = _snapshot(repo_id, list(HUB_PATTERNS))
+    folder = snapshot(repo_id, HUB_PATTERNS)
     lacking = [c for c in COMPONENTS if not any((folder / c).glob("*.safetensors"))]
     if lacking:
         patterns = [
@@ -167,7 +152,7 @@ def _fetch_with_pickles(repo_id: str) -> Path:
             for name in ("diffusion_pytorch_model", "pytorch_model")
             for suffix in (".bin", ".bin.index.json", "-*-of-*.bin")
         ]
-        folder = _snapshot(repo_id, patterns)
+        folder = snapshot(repo_id, patterns)
     return folder
 
 
@@ -175,7 +160,7 @@ def _fetch_card(repo_id: str) -> None:
     """Download the repository's model card and licence files into the same snapshot; their
     absence or a failed download only makes the model card's licence line less specific."""
     with contextlib.suppress(PbmlxError):
-        _snapshot(repo_id, [MODEL_CARD, *(f"{p}*" for p in LICENCE_PREFIXES)])
+        snapshot(repo_id, [MODEL_CARD, *(f"{p}*" for p in LICENCE_PREFIXES)])
 
 
 def _check_pipeline(folder: Path) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,8 @@
 """The generative editor: an InstructPix2Pix model loaded from a folder or a hub id, run on photos.
 
 ``Editor.from_pretrained(path_or_hub_id)`` finds the model (:func:`resolve_model`: a local
-folder, else a Hugging Face Hub id downloaded with ``snapshot_download``, safetensors and the
-files it needs only), then builds it with the loader for its layout (:func:`load_pipeline`: a
+folder, else a Hugging Face Hub id downloaded by :mod:`pbmlx.hub`, safetensors and the files
+it needs only), then builds it with the loader for its layout (:func:`load_pipeline`: a
 diffusers pipeline folder, ``model_index.json`` + ``unet/ vae/ text_encoder/ tokenizer/
 scheduler/``, or a folder written by ``pbmlx convert``, marked by ``pbmlx.json``). Weights are
 read lazily (``mx.load``): nothing is copied into memory until the first edit evaluates it, so
@@ -16,7 +16,6 @@ photo's own resolution (:mod:`pbmlx.diffuse.fullres`).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import mlx.nn as nn
 import numpy as np
 from PIL import Image
 
+from pbmlx import hub
 from pbmlx.diffuse.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_IMAGE_GUIDANCE,
@@ -77,8 +77,6 @@ HUB_PATTERNS = [
         )
     ),
 ]
-# owner/name, as the Hub spells repository ids (letters, digits, "-", "_", ".").
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 @dataclass
@@ -129,39 +127,19 @@ class EditorResult:
 # ---------------------------------------------------------------------------- finding a model
 
 
-def is_hub_id(text: str) -> bool:
-    """Whether ``text`` has the shape of a Hub repository id (``owner/name``)."""
-    return bool(_HUB_ID.fullmatch(text)) and ".." not in text
-
-
 def resolve_model(path_or_hub_id: str | Path) -> Path:
     """The local folder holding the model: ``path_or_hub_id`` itself when it exists, else the
-    snapshot of that Hub id (downloaded once, then read from the Hugging Face cache; only
-    :data:`HUB_PATTERNS`). Raises :class:`PbmlxError` naming it when it is neither."""
-    text = str(path_or_hub_id)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise PbmlxError(f"Model {text} is a file; give the model's folder.")
-        return path
-    if isinstance(path_or_hub_id, Path) or not is_hub_id(text):
-        raise PbmlxError(f"Model folder {text} does not exist (and it is not a hub id).")
-    return _download(text)
+    snapshot of that Hub id (:func:`pbmlx.hub.local_folder_or_snapshot`, only
+    :data:`HUB_PATTERNS`). Raises :class:`PbmlxError` naming it when it is neither, or when a
+    hub repository has no safetensors weights for a component."""
+    folder = hub.local_folder_or_snapshot(path_or_hub_id, HUB_PATTERNS)
+    if not hub.is_local(path_or_hub_id):
+        _check_hub_weights(str(path_or_hub_id), folder)
+    return folder
 
 
-def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # network, offline mode, missing repo, auth: all one message
-        reason = " ".join(str(e).split()).rstrip(".") or "no details"
-        raise PbmlxError(
-            f"Model {repo_id!r} is not a local folder and could not be fetched from the "
-            f"Hugging Face Hub ({type(e).__name__}: {reason})."
-        ) from None
+def _check_hub_weights(repo_id: str, folder: Path) -> None:
+    """A hub snapshot of a diffusers pipeline must have safetensors for every component."""
     if not (folder / CONVERTED_MARKER).is_file():
         for c in WEIGHT_COMPONENTS:
             if not any((folder / c).glob("*.safetensors")):
@@ -170,7 +148,6 @@ def _download(repo_id: str) -> Path:
                     "safetensors only and refuses pickle checkpoints (.bin/.ckpt/.pt); convert "
                     "them with `pbmlx convert --allow-pickle` if you trust the source."
                 )
-    return folder
 
 
 # ---------------------------------------------------------------------------- loading layouts

@@ -25,7 +25,6 @@ the ``position_ids`` buffers and moves the patch convolution from OIHW to MLX's 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from pbmlx import hub
 from pbmlx.errors import PbmlxError
 from pbmlx.models.clip_text import (
     ACTIVATIONS,
@@ -60,7 +60,6 @@ HUB_FILES = (
     "special_tokens_map.json",
     PREPROCESSOR_NAME,
 )
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "name" or "owner/name"
 
 # The normalization constants OpenAI's CLIP was trained with (used when a checkpoint has no
 # preprocessor_config.json).
@@ -493,25 +492,9 @@ def _pooled_positions(ids: np.ndarray, eos_token_id: int) -> np.ndarray:
 
 def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
     """A local checkpoint folder for ``path_or_hub_id``: the folder itself when it exists,
-    else the hub snapshot of :data:`HUB_FILES`. Raises :class:`PbmlxError` naming the value."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise PbmlxError(f"CLIP model {path} is a file, not a checkpoint folder.")
-        return path
-    name = str(path_or_hub_id)
-    if isinstance(path_or_hub_id, Path) or not _HUB_ID.fullmatch(name):
-        raise PbmlxError(f"CLIP model folder {path} does not exist.")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=name, allow_patterns=list(HUB_FILES)))
-    except Exception as e:  # network, auth, offline mode, bad id: all mean "not available"
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PbmlxError(
-            f"CLIP model '{name}' is not a local folder and could not be fetched from the "
-            f"Hugging Face Hub ({reason})."
-        ) from None
+    else the hub snapshot of :data:`HUB_FILES` (:func:`pbmlx.hub.local_folder_or_snapshot`).
+    Raises :class:`PbmlxError` naming the value."""
+    return hub.local_folder_or_snapshot(path_or_hub_id, HUB_FILES, what="CLIP model")
 
 
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
