@@ -42,6 +42,7 @@ from pbmlx.models.clip_text import (
     CLIPTextConfig,
     CLIPTextModel,
 )
+from pbmlx.models.layers import Conv2d, Linear
 from pbmlx.models.tokenizer import CLIPTokenizer
 from pbmlx.models.weights import load_component, read_config
 
@@ -346,7 +347,7 @@ class CLIPVisionEmbeddings(nn.Module):
         super().__init__()
         D, P = cfg.hidden_size, cfg.patch_size
         self.class_embedding = mx.zeros((D,))
-        self.patch_embedding = nn.Conv2d(cfg.num_channels, D, P, stride=P, bias=False)
+        self.patch_embedding = Conv2d(cfg.num_channels, D, P, stride=P, bias=False)
         self.position_embedding = nn.Embedding(cfg.grid**2 + 1, D)
 
     def __call__(self, pixels: mx.array) -> mx.array:
@@ -402,10 +403,10 @@ class CLIPModel(nn.Module):
         self.config = config
         self.text_model = CLIPTextModel(config.text)
         self.vision_model = CLIPVisionTransformer(config.vision)
-        self.visual_projection = nn.Linear(
+        self.visual_projection = Linear(
             config.vision.hidden_size, config.projection_dim, bias=False
         )
-        self.text_projection = nn.Linear(config.text.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = Linear(config.text.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = mx.array(math.log(1 / 0.07))  # CLIP's init; the checkpoint sets it
         size = config.vision.image_size
         self.preprocessor = preprocessor or CLIPPreprocessor(size, None, (size, size))

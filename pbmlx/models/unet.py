@@ -23,6 +23,7 @@ import numpy as np
 
 from pbmlx.errors import PbmlxError
 from pbmlx.kernels import cpu as cpu_kernels
+from pbmlx.models.layers import Conv2d, Linear
 
 # Options of diffusers' UNet2DConditionModel that change the network in ways this
 # implementation does not have, with the value that means "not used" (None and False are
@@ -242,25 +243,6 @@ def resize_nearest(x: mx.array, size: tuple[int, int]) -> mx.array:
 
 
 # ---------------------------------------------------------------------------- leaf blocks
-
-
-class Linear(nn.Linear):
-    """``mlx.nn.Linear`` whose product goes through :func:`pbmlx.kernels.cpu.linear`
-    (OpenBLAS split over threads on MLX's CPU backend, ``mx.addmm`` elsewhere)."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return cpu_kernels.linear(x, self.weight, self.get("bias"))
-
-
-class Conv2d(nn.Conv2d):
-    """``mlx.nn.Conv2d`` through :func:`pbmlx.kernels.cpu.conv2d` (blocked im2col + threaded
-    OpenBLAS on MLX's CPU backend, ``mx.conv2d`` elsewhere)."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        (sh, sw), (ph, pw) = self.stride, self.padding
-        if sh != sw or ph != pw or self.dilation not in (1, (1, 1)) or self.groups != 1:
-            return super().__call__(x)
-        return cpu_kernels.conv2d(x, self.weight, self.get("bias"), sh, ph)
 
 
 class GroupNorm(nn.Module):

@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from pbmlx.errors import PbmlxError
+from pbmlx.models.layers import Conv2d, Linear
 from pbmlx.models.unet import (
     ACTIVATIONS,
     Downsample2D,
@@ -106,10 +107,10 @@ class AttentionBlock(nn.Module):
     def __init__(self, channels: int, groups: int):
         super().__init__()
         self.group_norm = GroupNorm(groups, channels, RESNET_EPS)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(channels, channels)
-        self.to_v = nn.Linear(channels, channels)
-        self.to_out = [nn.Linear(channels, channels)]  # to_out.1 is the reference's dropout
+        self.to_q = Linear(channels, channels)
+        self.to_k = Linear(channels, channels)
+        self.to_v = Linear(channels, channels)
+        self.to_out = [Linear(channels, channels)]  # to_out.1 is the reference's dropout
 
     def __call__(self, x: mx.array) -> mx.array:
         B, H, W, C = x.shape
@@ -182,14 +183,14 @@ class Encoder(nn.Module):
         act = ACTIVATIONS[cfg.act_fn]
         self.act = act
         boc, g = cfg.block_out_channels, cfg.norm_num_groups
-        self.conv_in = nn.Conv2d(cfg.in_channels, boc[0], 3, padding=1)
+        self.conv_in = Conv2d(cfg.in_channels, boc[0], 3, padding=1)
         self.down_blocks = [
             EncoderBlock(boc[max(i - 1, 0)], boc[i], cfg.layers_per_block, g, act, i < len(boc) - 1)
             for i in range(len(boc))
         ]
         self.mid_block = MidBlock(boc[-1], g, act, cfg.mid_block_add_attention)
         self.conv_norm_out = GroupNorm(g, boc[-1], RESNET_EPS)
-        self.conv_out = nn.Conv2d(boc[-1], 2 * cfg.latent_channels, 3, padding=1)
+        self.conv_out = Conv2d(boc[-1], 2 * cfg.latent_channels, 3, padding=1)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.conv_in(x)
@@ -205,7 +206,7 @@ class Decoder(nn.Module):
         act = ACTIVATIONS[cfg.act_fn]
         self.act = act
         rev, g = list(reversed(cfg.block_out_channels)), cfg.norm_num_groups
-        self.conv_in = nn.Conv2d(cfg.latent_channels, rev[0], 3, padding=1)
+        self.conv_in = Conv2d(cfg.latent_channels, rev[0], 3, padding=1)
         self.mid_block = MidBlock(rev[0], g, act, cfg.mid_block_add_attention)
         self.up_blocks = [
             DecoderBlock(
@@ -214,7 +215,7 @@ class Decoder(nn.Module):
             for i in range(len(rev))
         ]
         self.conv_norm_out = GroupNorm(g, rev[-1], RESNET_EPS)
-        self.conv_out = nn.Conv2d(rev[-1], cfg.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(rev[-1], cfg.out_channels, 3, padding=1)
 
     def __call__(self, z: mx.array) -> mx.array:
         x = self.mid_block(self.conv_in(z))
@@ -237,9 +238,9 @@ class AutoencoderKL(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         if config.use_quant_conv:
-            self.quant_conv = nn.Conv2d(2 * c, 2 * c, 1)
+            self.quant_conv = Conv2d(2 * c, 2 * c, 1)
         if config.use_post_quant_conv:
-            self.post_quant_conv = nn.Conv2d(c, c, 1)
+            self.post_quant_conv = Conv2d(c, c, 1)
 
     def encode(self, x: mx.array) -> LatentDistribution:
         """The latent Gaussian of image ``x``: ``(mean, logvar)``, logvar clamped to [-30, 20]."""
