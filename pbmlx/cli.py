@@ -8,6 +8,7 @@ code 2 (with ``--debug``, the traceback instead).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from pbmlx.errors import PbmlxError
 
 EXIT_USAGE = 2  # bad input, as argparse uses for bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a program killed by it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write("pbmlx: interrupted; nothing was written\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`pbmlx judge ... | head`): not an error of ours.
+        # Point stdout at /dev/null so that flushing it at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

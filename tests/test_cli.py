@@ -283,3 +283,18 @@ def test_python_api_pil_in_pil_out():
     assert pbmlx.edit is edit
     with pytest.raises(pbmlx.PbmlxError):
         edit(src, "remove the cup")
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`pbmlx edit ... --dry-run --json | head -1`: the pipe closes before pbmlx writes; it
+    stops quietly with 141 (128 + SIGPIPE, as a shell reports it), no traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pbmlx", "edit", str(SAMPLE), *["brighten it"] * 2000, "--dry-run"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    p.stdout.close()  # before the child has imported anything, let alone written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
