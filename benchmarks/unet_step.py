@@ -51,35 +51,6 @@ import numpy as np
 from pbmlx.backend import backend, blas_info
 from pbmlx.models import load_unet
 
-IP2P_UNET_CONFIG = {  # timbrooks/instruct-pix2pix unet/config.json (SD 1.5 with 8 inputs)
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 8,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": [
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ],
-}
 BATCH = 3  # InstructPix2Pix's dual classifier-free guidance batch
 TEXT_LEN, TEXT_DIM = 77, 768  # CLIP ViT-L/14 hidden states
 TIMESTEP = 981  # the first of 20 Euler steps; the value does not change the work
@@ -144,8 +115,13 @@ def timed(fn: Callable[[], object]) -> float:
 
 def build_models(seed: int, workdir: Path):
     """The diffusers UNet (seeded random weights) and pbmlx's UNet loaded from its save."""
+    import sys
+
     import torch
     from diffusers import UNet2DConditionModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_ip2p import IP2P_UNET_CONFIG  # the real config, kept beside the tiny ones
 
     torch.manual_seed(seed)
     ref = UNet2DConditionModel(**IP2P_UNET_CONFIG).eval()

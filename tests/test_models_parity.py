@@ -40,7 +40,12 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
-from tiny_ip2p import build_tiny_ip2p, build_tiny_unet, randomize_  # noqa: E402
+from tiny_ip2p import (  # noqa: E402
+    IP2P_UNET_CONFIG,
+    build_tiny_ip2p,
+    build_tiny_unet,
+    randomize_,
+)
 
 PARITY_TOL = 1e-4  # of the output's scale, max(1, max|ref|); see the module docstring
 LATENT_HW = (8, 12)  # non-square; 12 is not a multiple of 8: the resize-to-skip path runs
@@ -375,35 +380,6 @@ def test_pickle_only_folder_is_refused(ckpt, tmp_path):
 
 # -- full size --------------------------------------------------------------------------------
 
-IP2P_UNET_CONFIG = {  # timbrooks/instruct-pix2pix unet/config.json (SD 1.5 with 8 inputs)
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 8,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": [
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ],
-}
 FULL_LATENT_HW = (48, 64)  # a 384x512 photo: non-square, at the reference's working scale
 
 
