@@ -60,6 +60,7 @@ from pbmlx.models.checkpoint import (
     MARKER,
     QUANTIZATION_GROUP_SIZES,
     WEIGHTS_NAME,
+    build_component,
     quantize_layers,
     sha256_file,
 )
@@ -354,13 +355,7 @@ def convert_component(
     component = COMPONENTS[name]
     src = source / name
     config_file = src / CONFIG_NAME
-    config = read_config(config_file)
-    try:
-        model = component.build(config)
-    except PbmlxError as e:
-        raise PbmlxError(f"Model config {config_file}: {e}") from None
-    except (TypeError, ValueError, KeyError) as e:
-        raise PbmlxError(f"Model config {config_file} is not valid for its {name} ({e}).") from None
+    model = build_component(name, config_file)
     tensors, origin, files, mlx_layout = read_component(src, allow_pickle=allow_pickle)
     if not mlx_layout:
         tensors = component.sanitize(tensors)

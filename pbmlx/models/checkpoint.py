@@ -212,6 +212,19 @@ def quantize_layers(
         )
 
 
+def build_component(name: str, config_file: Path) -> nn.Module:
+    """The network ``name`` (random init) built from its ``config.json``; a config it cannot
+    be built from raises :class:`PbmlxError` naming the file."""
+    component = COMPONENTS[name]
+    config = read_config(config_file)
+    try:
+        return component.build(config)
+    except PbmlxError as e:
+        raise PbmlxError(f"Model config {config_file}: {e}") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise PbmlxError(f"Model config {config_file} is not valid for its {name} ({e}).") from None
+
+
 def load_converted_component(
     folder: Path | str,
     name: str,
@@ -224,15 +237,8 @@ def load_converted_component(
     already-read ``manifest`` to avoid reading it again."""
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_manifest(folder)
-    component = COMPONENTS[name]
     config_file = folder / name / CONFIG_NAME
-    config = read_config(config_file)
-    try:
-        model = component.build(config)
-    except PbmlxError as e:
-        raise PbmlxError(f"Model config {config_file}: {e}") from None
-    except (TypeError, ValueError, KeyError) as e:
-        raise PbmlxError(f"Model config {config_file} is not valid for its {name} ({e}).") from None
+    model = build_component(name, config_file)
     q = manifest.get("quantization")
     layers = (q or {}).get("layers", {}).get(name, [])
     if layers:
