@@ -49,6 +49,15 @@ def snapshot(repo_id: str, patterns: Sequence[str], what: str = "Model") -> Path
         ) from None
 
 
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The snapshot folder of ``repo_id`` if its ``config.json`` is already in the Hugging
+    Face cache, else None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def is_local(path_or_hub_id: str | Path) -> bool:
     """Whether ``path_or_hub_id`` names something on disk (then it is never a hub id)."""
     return Path(str(path_or_hub_id)).expanduser().exists()

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pbmlx import hub
 from pbmlx.errors import PbmlxError
 from pbmlx.judge import criteria
 from pbmlx.judge import measure as m
@@ -32,14 +33,8 @@ from pbmlx.plan import plan
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # the small CLIP: 151M parameters, ~600 MB
 
 
-def _cached_hub_folder(repo_id: str) -> Path | None:
-    """The local snapshot folder of ``repo_id`` if its config is in the HF cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface-hub is a runtime dependency
-        return None
-    found = try_to_load_from_cache(repo_id, "config.json")
-    return Path(found).parent if isinstance(found, str) else None
+# Looked up here by name, so tests can stand in an empty cache.
+_cached_hub_folder = hub.cached_snapshot
 
 
 @functools.lru_cache(maxsize=4)
