@@ -95,6 +95,7 @@ class EditorResult:
     working_size: tuple[int, int]  # (width, height) the model ran at
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     peak_memory_bytes: int = 0
+    backend: str = "mlx"  # what ran the networks: "mlx" or "coreml"
 
     @property
     def image(self) -> Image.Image:
@@ -112,6 +113,7 @@ class EditorResult:
         return {
             "instruction": self.instruction,
             "model": self.model,
+            "backend": self.backend,
             "seed": self.seed,
             "steps": self.steps,
             "guidance": self.guidance,
@@ -284,9 +286,33 @@ def _as_rgb(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | N
 class Editor:
     """An InstructPix2Pix editor; see the module docstring. Build with :meth:`from_pretrained`."""
 
-    def __init__(self, pipeline: InstructPix2PixPipeline, *, model: str) -> None:
+    def __init__(
+        self,
+        pipeline: InstructPix2PixPipeline,
+        *,
+        model: str,
+        backend: str = "mlx",
+        fixed_size: tuple[int, int] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.model = model
+        self.backend = backend  # "mlx", or "coreml" for an exported bundle
+        # A Core ML bundle's packages have fixed shapes: every photo is worked on at exactly
+        # this (width, height), whatever its aspect ratio, and restored to its own size.
+        self.fixed_size = fixed_size
+
+    @classmethod
+    def from_coreml(
+        cls, folder: str | Path, *, compute_units: str = "ALL", predictors: dict | None = None
+    ) -> Editor:
+        """An editor running a Core ML bundle written by ``pbmlx export-coreml`` (macOS: see
+        :mod:`pbmlx.diffuse.coreml`; ``predictors`` stand in for the packages in tests)."""
+        from pbmlx.diffuse.coreml import load_coreml_pipeline
+
+        pipeline, size = load_coreml_pipeline(
+            folder, compute_units=compute_units, predictors=predictors
+        )
+        return cls(pipeline, model=str(folder), backend="coreml", fixed_size=size)
 
     @classmethod
     def from_pretrained(
@@ -296,7 +322,9 @@ class Editor:
         dtype: mx.Dtype | str | None = None,
         low_memory: bool = False,
     ) -> Editor:
-        """Load a model folder (diffusers layout) or a hub id (downloaded, safetensors only).
+        """Load a model folder (diffusers layout, ``pbmlx convert`` output, or a Core ML
+        bundle from ``pbmlx export-coreml``, see :meth:`from_coreml`) or a hub id
+        (downloaded, safetensors only).
 
         ``dtype`` (``mx.float16``, ``"bfloat16"``, ...) casts the weights; default: as stored.
         ``low_memory`` frees the text encoder after each prompt and decodes in tiles. Any
@@ -304,6 +332,10 @@ class Editor:
         missing or misshapen tensor, a config that does not match) raises :class:`PbmlxError`
         naming the file or tensor.
         """
+        from pbmlx.diffuse.coreml import is_bundle
+
+        if hub.is_local(path_or_hub_id) and is_bundle(Path(str(path_or_hub_id)).expanduser()):
+            return cls.from_coreml(Path(str(path_or_hub_id)).expanduser())
         folder = resolve_model(path_or_hub_id)
         pipeline = load_pipeline(folder, dtype=_dtype(dtype), low_memory=low_memory)
         return cls(pipeline, model=str(path_or_hub_id))
@@ -364,7 +396,7 @@ class Editor:
         H, W, _ = rgb.shape
         multiple = max(WORKING_MULTIPLE, self.pipeline.vae_factor)
         t0 = time.perf_counter()
-        work = fullres.working_size(W, H, longest=size, multiple=multiple)
+        work = self.fixed_size or fullres.working_size(W, H, longest=size, multiple=multiple)
         small = np.asarray(fullres.to_working(rgb, work), dtype=np.float32)
         t_resize = time.perf_counter() - t0
 
@@ -395,4 +427,5 @@ class Editor:
             working_size=(int(work[0]), int(work[1])),
             seconds=seconds,
             peak_memory_bytes=out.peak_memory_bytes,
+            backend=self.backend,
         )

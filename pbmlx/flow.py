@@ -40,7 +40,8 @@ from pbmlx.load import DEFAULT_MAX_PIXELS, Photo, read_image
 from pbmlx.plan import EditPlan, plan
 from pbmlx.save import check_output_path, default_output_path, write_image
 
-ENGINES = ("auto", "adjust", "diffusion")
+# "coreml": every instruction goes to the editor, which must be a Core ML bundle (macOS).
+ENGINES = ("auto", "adjust", "diffusion", "coreml")
 MODEL_ENV = "PBMLX_MODEL"  # default editor model (a converted folder or a hub id)
 CONFIG_ENV = "PBMLX_CONFIG"  # path of the config file, overriding DEFAULT_CONFIG
 DEFAULT_CONFIG = "~/.config/pbmlx/config.json"  # {"model": "<folder or hub id>"}
@@ -219,7 +220,7 @@ def plan_turns(
     planned = []
     for text in instructions:
         p = plan(text)
-        chosen = p.route if engine == "auto" else engine
+        chosen = {"auto": p.route, "coreml": "diffusion"}.get(engine, engine)
         if chosen == "adjust" and p.route != "adjust":
             raise PbmlxError(
                 f"the adjust engine cannot do {text!r}: {p.reason}; drop --engine adjust to use the editor"
@@ -386,6 +387,11 @@ def _prepare(
     editor = load_editor(options) if diffusion else None
     if diffusion and editor is None:
         _require_editor(diffusion[0])
+    if engine == "coreml" and editor is not None and editor.backend != "coreml":
+        raise PbmlxError(
+            f"--engine coreml runs a Core ML bundle, and the model {editor.model} is not one: "
+            "make one with `pbmlx export-coreml MODEL OUT_DIR` and pass --model OUT_DIR."
+        )
     judge = None
     if judging is not None:
         from pbmlx.judge.core import Judge
@@ -599,7 +605,8 @@ def add_parser(sub, parents) -> None:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="force a route (default: the planner decides)",
+        help="force a route (default: the planner decides); coreml: every instruction to "
+        "the editor, run by the Core ML bundle given as --model (macOS)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed for grain and the editor's noise (default 0)"

@@ -189,6 +189,31 @@ IP2P_UNET_CONFIG = {
 }
 
 
+# The full-size VAE and text encoder of timbrooks/instruct-pix2pix (SD 1.5's; CLIP ViT-L/14's
+# text tower), for the slow Core ML export test and benchmarks/coreml_export.py.
+IP2P_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
+IP2P_TEXT_CONFIG: dict[str, Any] = {
+    **TINY_TEXT_CONFIG,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "projection_dim": 768,
+}
+
+
 def build_tiny_unet(seed: int = 0, **overrides: Any):
     """A diffusers ``UNet2DConditionModel`` from :data:`TINY_UNET_CONFIG` (plus ``overrides``)."""
     from diffusers import UNet2DConditionModel
@@ -317,6 +342,26 @@ def build_tiny_ip2p(path: Path | str, seed: int = 0) -> Path:
     Components are seeded from ``seed`` (unet ``seed``, vae ``seed + 1``, text encoder
     ``seed + 2``); the tokenizer is deterministic. Weights are float32 safetensors.
     """
+    return build_ip2p(path, seed)
+
+
+def build_full_ip2p(path: Path | str, seed: int = 0) -> Path:
+    """:func:`build_tiny_ip2p` at timbrooks/instruct-pix2pix's full size (UNet 860M, VAE 84M,
+    text encoder 123M parameters; random weights; about 4.3 GB of float32 safetensors). The
+    tokenizer is still the tiny one (its ids fit CLIP-L's 49408-token embedding)."""
+    return build_ip2p(path, seed, unet=IP2P_UNET_CONFIG, vae=IP2P_VAE_CONFIG, text=IP2P_TEXT_CONFIG)
+
+
+def build_ip2p(
+    path: Path | str,
+    seed: int = 0,
+    *,
+    unet: dict[str, Any] | None = None,
+    vae: dict[str, Any] | None = None,
+    text: dict[str, Any] | None = None,
+) -> Path:
+    """The pipeline folder of :func:`build_tiny_ip2p`, with other component configs (the
+    tiny ones where None)."""
     from diffusers import StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTokenizer
 
@@ -324,11 +369,13 @@ def build_tiny_ip2p(path: Path | str, seed: int = 0) -> Path:
     tok_dir = build_tiny_tokenizer(path / ".tokenizer-src")
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     vocab_size = len(json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8")))
+    if text is not None:
+        vocab_size = 49408  # CLIP's: the tiny tokenizer's ids are a prefix of it
     pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=build_tiny_vae(seed + 1),
-        text_encoder=build_tiny_text_encoder(seed + 2, vocab_size=vocab_size),
+        vae=build_tiny_vae(seed + 1, **(vae or {})),
+        text_encoder=build_tiny_text_encoder(seed + 2, vocab_size=vocab_size, **(text or {})),
         tokenizer=tokenizer,
-        unet=build_tiny_unet(seed),
+        unet=build_tiny_unet(seed, **(unet or {})),
         scheduler=build_tiny_scheduler(),
         safety_checker=None,
         feature_extractor=None,
