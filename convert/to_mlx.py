@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import shlex
 import shutil
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+from pbmlx.convert.atomic import atomic_folder, refuse_existing
 
 from pbmlx import __version__
 from pbmlx.errors import PbmlxError
@@ -381,28 +380,6 @@ def convert_component(
     return layers
 
 
-def _refuse_existing(out_dir: Path) -> None:
-    """An existing ``out_dir`` is refused unless it is an empty folder."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        what = "folder is not empty" if out_dir.is_dir() else "path is a file"
-        raise PbmlxError(
-            f"Output {out_dir} already exists (the {what}); pbmlx never overwrites it."
-        )
-
-
-def _prepare_out(out_dir: Path) -> Path:
-    """Refuse an existing non-empty ``out_dir``; create its parent; return a fresh hidden
-    sibling folder to write into (same file system, so the final rename is atomic)."""
-    _refuse_existing(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".{out_dir.name}.partial-{secrets.token_hex(4)}"
-        tmp.mkdir()
-    except OSError as e:
-        raise PbmlxError(f"Output folder {out_dir} cannot be created ({e.strerror}).") from None
-    return tmp
-
-
 def _licence(folder: Path) -> dict[str, str]:
     """``license``, ``license_name``, ``license_link`` from the source model card's YAML front
     matter (flat ``key: value`` lines; no YAML parser needed for these three)."""
@@ -532,7 +509,7 @@ def convert(
         raise PbmlxError(f"Group size {group_size!r} must be one of {QUANTIZATION_GROUP_SIZES}.")
     log = log or (lambda _: None)
     out_dir = Path(out_dir).expanduser()
-    _refuse_existing(out_dir)  # before any download
+    refuse_existing(out_dir)  # before any download
     # Every check that needs no tensor comes first: a refusal costs no conversion time.
     src = resolve_source(source, allow_pickle=allow_pickle)
     configs = _check_pipeline(src.folder)
@@ -543,8 +520,7 @@ def convert(
         if pickled:
             _require_torch(files[0])
 
-    tmp = _prepare_out(out_dir)
-    try:
+    with atomic_folder(out_dir) as tmp:
         layers: dict[str, list[str]] = {}
         for name in COMPONENTS:
             log(f"converting {name}")
@@ -612,13 +588,4 @@ def convert(
             if p.is_file()
         }
         (tmp / MARKER).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); raises if something appeared since
-        os.rename(tmp, out_dir)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise PbmlxError(f"Writing {out_dir} failed ({e}); nothing was written.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

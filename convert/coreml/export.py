@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pbmlx.convert.to_mlx import _prepare_out, _refuse_existing
+from pbmlx.convert.atomic import atomic_folder, refuse_existing
 
 from pbmlx import __version__
 from pbmlx.errors import PbmlxError
@@ -255,27 +254,25 @@ def export_coreml(
     check_options(options)
     log = log or (lambda _: None)
     out_dir = Path(out_dir).expanduser()
-    _refuse_existing(out_dir)  # before any download or conversion
+    refuse_existing(out_dir)  # before any download or conversion
     quiet_toolchain()
-    tmp = _prepare_out(out_dir)  # an unwritable out_dir is refused before any work too
-    try:
+    # An unwritable out_dir is refused before any work too; nothing is left on failure.
+    with atomic_folder(out_dir) as tmp:
         source = load_source(model)
         check_size(options.size, source.vae_factor * source.unet_factor)
         log(f"read {model} ({source.kind} layout)")
         metadata = source_metadata(source, options)
-        specs = build_specs(source, options)
-        exported: dict[str, Any] = {}
-        for spec in specs:
+        exported: list[str] = []
+        for spec in build_specs(source, options):
             log(f"converting {spec.name}")
             mlmodel = to_mlprogram(spec, options.target)
             if options.palettize:
                 log(f"palettizing {spec.name} to {options.palettize} bits")
                 mlmodel = palettize(mlmodel, options.palettize, options.target)
             describe(mlmodel, spec, metadata)
-            path = tmp / f"{spec.name}.mlpackage"
-            mlmodel.save(str(path))
-            exported[spec.name] = spec
-            del mlmodel
+            mlmodel.save(str(tmp / f"{spec.name}.mlpackage"))
+            exported.append(spec.name)
+            del mlmodel, spec
             gc.collect()
         for f in source.tokenizer_files:
             if f.name in TOKENIZER_FILES:
@@ -287,14 +284,5 @@ def export_coreml(
                 "vocab.json and merges.txt."
             )
         log("writing pbmlx-coreml.json")
-        write_manifest(tmp, source, options, list(exported), metadata)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); raises if something appeared since
-        os.rename(tmp, out_dir)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise PbmlxError(f"Writing {out_dir} failed ({e}); nothing was written.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, source, options, exported, metadata)
     return out_dir
