@@ -1,6 +1,6 @@
 """Export a full-size InstructPix2Pix model to Core ML and prove the packages, here.
 
-    .venv/bin/python benchmarks/coreml_export.py [--work DIR] [--size 512]
+    .venv/bin/python benchmarks/coreml_export.py [--work DIR] [--model DIR] [--size 512]
         [--attention split-einsum original] [--bits 8 6 4] [--json out.json]
 
 The model is timbrooks/instruct-pix2pix's architecture at full size with random weights
@@ -13,7 +13,8 @@ a. parity of the export module (float32 PyTorch) with the reference library's ow
    same inputs (:func:`pbmlx.convert.coreml.modules.reference`): PSNR in dB (Apple's
    definition: peak = max |reference|) and max abs difference;
 b. the float16 package is converted and saved, then palettized to each of ``--bits`` (k-means,
-   per tensor: the default macOS14 target) and saved; every package's weights are read back
+   per tensor for the default macOS14 ``--target``, per group of 16 output channels for
+   macOS15/iOS18) and saved; every package's weights are read back
    from disk (:mod:`pbmlx.convert.coreml.readback`), loaded into the export module, and its
    output compared with the uncompressed module's: PSNR; package sizes in bytes.
 
@@ -42,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from pbmlx.convert.coreml.bundle import folder_bytes
-from pbmlx.convert.coreml.compress import palettize
+from pbmlx.convert.coreml.compress import granularity, palettize
 from pbmlx.convert.coreml.export import (
     ExportOptions,
     build_specs,
@@ -79,19 +80,31 @@ def readback_psnr(package: Path, spec, ref_out: np.ndarray) -> dict:
     }
 
 
-def run_variant(folder: Path, attention: str, size: int, bits: list[int], work: Path) -> dict:
+def run_variant(
+    folder: Path,
+    attention: str,
+    size: int,
+    bits: list[int],
+    work: Path,
+    target: str,
+    packages: list[str] | None,
+) -> dict:
     source = load_source(folder)
-    options = ExportOptions(attention=attention, size=(size, size))
+    options = ExportOptions(attention=attention, size=(size, size), target=target)
     # References first: the split-einsum export rewrites the source UNet in place.
     results: dict = {}
     refs: dict[str, np.ndarray] = {}
     plain = build_specs(source, ExportOptions(attention="original", size=(size, size)))
     for spec in plain:
+        if packages and spec.name not in packages:
+            continue
         refs[spec.name] = first_tensor(reference(spec.name, source, spec.inputs)).numpy()
     del plain
     specs = build_specs(source, options)
     for spec in specs:
         name = spec.name
+        if packages and name not in packages:
+            continue
         log(f"{attention} {name}: parity with the reference")
         t0 = time.perf_counter()
         out = first_tensor(run_spec(spec)).numpy()
@@ -105,7 +118,7 @@ def run_variant(folder: Path, attention: str, size: int, bits: list[int], work: 
         t0 = time.perf_counter()
         mlmodel = to_mlprogram(spec, options.target)
         entry["convert_seconds"] = time.perf_counter() - t0
-        package = work / f"{attention}-{name}-float16.mlpackage"
+        package = work / f"{attention}-{target}-{name}-float16.mlpackage"
         mlmodel.save(str(package))
         entry["packages"] = {
             "float16": {"bytes": folder_bytes(package), **readback_psnr(package, spec, out)}
@@ -115,7 +128,7 @@ def run_variant(folder: Path, attention: str, size: int, bits: list[int], work: 
             t0 = time.perf_counter()
             small = palettize(mlmodel, b, options.target)
             seconds = time.perf_counter() - t0
-            path = work / f"{attention}-{name}-{b}bit.mlpackage"
+            path = work / f"{attention}-{target}-{name}-{b}bit.mlpackage"
             small.save(str(path))
             del small
             gc.collect()
@@ -134,9 +147,20 @@ def run_variant(folder: Path, attention: str, size: int, bits: list[int], work: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pbmlx-ip2p")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="an InstructPix2Pix folder to export instead of the random full-size one",
+    )
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--attention", nargs="+", default=["split-einsum", "original"])
     parser.add_argument("--bits", type=int, nargs="*", default=[8, 6, 4])
+    parser.add_argument(
+        "--target",
+        default="macOS14",
+        help="deployment target: macOS14/iOS17 palettize per tensor, macOS15/iOS18 per group",
+    )
+    parser.add_argument("--packages", nargs="*", help="only these (e.g. Unet)")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--tiny", action="store_true", help="the tiny test model instead (checks the script)"
@@ -145,20 +169,23 @@ def main() -> int:
 
     quiet_toolchain()
     torch.set_num_threads(os.cpu_count() or 1)
-    folder = args.work / "model"
-    if not (folder / "model_index.json").is_file():
+    folder = args.model or args.work / "model"
+    if not args.model and not (folder / "model_index.json").is_file():
         log(f"building the full-size random IP2P model in {folder}")
         (build_tiny_ip2p if args.tiny else build_full_ip2p)(folder)
-    packages = args.work / "packages"
-    packages.mkdir(parents=True, exist_ok=True)
+    out_packages = args.work / "packages"
+    out_packages.mkdir(parents=True, exist_ok=True)
     report = {
         "model": (
-            "tiny test model (build_tiny_ip2p)"
+            str(args.model)
+            if args.model
+            else "tiny test model (build_tiny_ip2p)"
             if args.tiny
             else "timbrooks/instruct-pix2pix architecture, random weights (build_full_ip2p)"
         ),
         "size": args.size,
-        "target": "macOS14 (per-tensor palettization)",
+        "target": args.target,
+        "granularity": granularity(args.target),
         "load_average_before": os.getloadavg(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "variants": {},
@@ -166,7 +193,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for attention in args.attention:
         report["variants"][attention] = run_variant(
-            folder, attention, args.size, args.bits, packages
+            folder, attention, args.size, args.bits, out_packages, args.target, args.packages
         )
         gc.collect()
     report["seconds"] = time.perf_counter() - t0
