@@ -114,6 +114,21 @@ def backend() -> str:
     return "cpu"
 
 
+def default_load_dtype():
+    """The dtype model weights are loaded in when the caller asks for none: on the CPU
+    backend float32, so that half-precision weights (float16, bfloat16, and the scales of
+    quantized layers) are upcast once, at load -- MLX's CPU half-precision matmul and
+    convolution are slow fallbacks (a whole edit measured 16x slower than float32) and
+    pbmlx's fused CPU kernels take float32; float32 weights are unchanged. On Metal and CUDA,
+    ``None``: weights compute in the dtype they are stored in."""
+    import mlx.core as mx
+
+    return mx.float32 if backend() == "cpu" else None
+
+
+HALF_PRECISION_ON_CPU = "float32 (upcast at load)"
+
+
 def _time_best(fn, repeats: int) -> float:
     fn()  # warm-up: first call pays for allocation and thread start-up
     best = float("inf")

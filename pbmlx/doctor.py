@@ -2,7 +2,8 @@
 
 Reports the MLX backend (``metal`` / ``cuda`` / ``cpu``), the BLAS MLX's CPU backend uses, a
 measured float32 GEMM rate (``gemm_gflops``) beside NumPy's on the same matmul in the same run
-(``numpy_gemm_gflops``), and the versions of the pieces that matter.
+(``numpy_gemm_gflops``), what half-precision models compute in here
+(``half_precision_models_compute_in``), and the versions of the pieces that matter.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def doctor(*, gemm_size: int = backend.GEMM_SIZE) -> dict:
         "python": platform.python_version(),
         "platform": f"{sys.platform}-{platform.machine()}",
         "versions": {name: _version(name) for name in PACKAGES},
+        # What a float16/bfloat16 (or quantized float16) model computes in on this backend.
+        "half_precision_models_compute_in": (
+            backend.HALF_PRECISION_ON_CPU if backend.backend() == "cpu" else "their own dtype"
+        ),
     }
     report["gemm_vs_numpy"] = round(report["gemm_gflops"] / report["numpy_gemm_gflops"], 3)
     return report
@@ -52,6 +57,7 @@ def _print_human(r: dict) -> None:
         f"GEMM         {r['gemm_gflops']:.1f} GFLOP/s float32 {r['gemm_size']}^2 "
         f"(NumPy {r['numpy_gemm_gflops']:.1f}, ratio {r['gemm_vs_numpy']:.2f})"
     )
+    print(f"half models  compute in {r['half_precision_models_compute_in']}")
     print(f"python       {r['python']} on {r['platform']}")
     for name, v in r["versions"].items():
         print(f"{name:<12} {v or 'not installed'}")

@@ -96,6 +96,7 @@ class EditorResult:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     peak_memory_bytes: int = 0
     backend: str = "mlx"  # what ran the networks: "mlx" or "coreml"
+    compute_dtype: str = "float32"  # the UNet's weights' dtype, what its matmuls ran in
 
     @property
     def image(self) -> Image.Image:
@@ -114,6 +115,7 @@ class EditorResult:
             "instruction": self.instruction,
             "model": self.model,
             "backend": self.backend,
+            "compute_dtype": self.compute_dtype,
             "seed": self.seed,
             "steps": self.steps,
             "guidance": self.guidance,
@@ -326,7 +328,9 @@ class Editor:
         bundle from ``pbmlx export-coreml``, see :meth:`from_coreml`) or a hub id
         (downloaded, safetensors only).
 
-        ``dtype`` (``mx.float16``, ``"bfloat16"``, ...) casts the weights; default: as stored.
+        ``dtype`` (``mx.float16``, ``"bfloat16"``, ...) casts the weights; default: as stored
+        on Metal and CUDA, float32 on the CPU backend (half-precision weights upcast at load:
+        :func:`pbmlx.backend.default_load_dtype`).
         ``low_memory`` frees the text encoder after each prompt and decodes in tiles. Any
         problem (missing folder, unreachable hub id, pickle-only weights, truncated file,
         missing or misshapen tensor, a config that does not match) raises :class:`PbmlxError`
@@ -336,8 +340,11 @@ class Editor:
 
         if hub.is_local(path_or_hub_id) and is_bundle(Path(str(path_or_hub_id)).expanduser()):
             return cls.from_coreml(Path(str(path_or_hub_id)).expanduser())
+        from pbmlx.backend import default_load_dtype
+
         folder = resolve_model(path_or_hub_id)
-        pipeline = load_pipeline(folder, dtype=_dtype(dtype), low_memory=low_memory)
+        dtype = _dtype(dtype) or default_load_dtype()
+        pipeline = load_pipeline(folder, dtype=dtype, low_memory=low_memory)
         return cls(pipeline, model=str(path_or_hub_id))
 
     def check_settings(
@@ -428,4 +435,9 @@ class Editor:
             seconds=seconds,
             peak_memory_bytes=out.peak_memory_bytes,
             backend=self.backend,
+            compute_dtype=(  # Core ML packages compute in float16 (see export-coreml)
+                "float16"
+                if self.backend == "coreml"
+                else str(self.pipeline.dtype).removeprefix("mlx.core.")
+            ),
         )

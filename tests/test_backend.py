@@ -93,4 +93,8 @@ def test_doctor_json_schema():
     assert report["gemm_gflops"] > 0 and report["numpy_gemm_gflops"] > 0
     assert {"library", "optimized", "reason"} <= set(report["blas"])
     assert {"mlx", "coremltools"} <= set(report["versions"])
+    assert report["half_precision_models_compute_in"] in (
+        "float32 (upcast at load)",
+        "their own dtype",
+    )
     assert report["python"].count(".") == 2
