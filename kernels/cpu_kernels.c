@@ -1,0 +1,348 @@
+/* pbmlx's fused CPU kernels (see kernels/cpu.py for how they are built, bound and checked). */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 8 float lanes: the compiler maps them to the widest vector unit it has (AVX2, NEON, SSE). */
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
+#define W 8
+
+static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf splat(float a) { return (vf){0} + a; }
+static inline vf ld_part(const float *p, int64_t n, float fill) {
+  float b[W];
+  for (int i = 0; i < W; i++) b[i] = i < n ? p[i] : fill;
+  return ld(b);
+}
+static inline void st_part(float *p, vf v, int64_t n) {
+  float b[W];
+  st(b, v);
+  memcpy(p, b, (size_t)n * sizeof(float));
+}
+static inline vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vmax(vf a, vf b) { return sel(a > b, a, b); }
+static inline vf vmin(vf a, vf b) { return sel(a < b, a, b); }
+static inline float hmax(vf v) {
+  float m = v[0];
+  for (int i = 1; i < W; i++) m = v[i] > m ? v[i] : m;
+  return m;
+}
+static inline float hsum(vf v) {
+  float s = 0;
+  for (int i = 0; i < W; i++) s += v[i];
+  return s;
+}
+
+/* exp(x) = 2^n e^r with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split
+   into a part exact in float and a correction); e^r by its Taylor polynomial of degree 7
+   (truncation < 6e-9 relative); 2^n written into the exponent bits. Below EXP_LO the result
+   is 0 and above EXP_HI +inf, so that 2^n stays a normal float; NaN stays NaN. */
+#define EXP_LO -87.3f
+#define EXP_HI 88.3f
+static inline vf vexp(vf x) {
+  const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  vf c = vmin(vmax(x, splat(EXP_LO)), splat(EXP_HI));
+  vf t = c * 1.44269504088896341f + shifter;
+  vf n = t - shifter;
+  vf r = c - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187e-06f;
+  vf p = r * (1.0f / 5040) + (1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  vi e = ((vi)t - (vi)splat(shifter) + 127) << 23;
+  vf y = p * (vf)e;
+  y = sel(x < EXP_LO, splat(0.0f), y);
+  y = sel(x > EXP_HI, splat(__builtin_inff()), y);
+  return sel(x != x, x, y);
+}
+
+static inline vf vsilu(vf x) { return x / (1.0f + vexp(-x)); }
+
+/* gelu(x) = x Phi(x). The normal tail Phi(-|x|) = erfc(z) / 2, z = |x| / sqrt(2), is computed
+   as 0.5 t P(t) exp(-z^2) with t = 1 / (1 + z / 2) and P of degree 10, fitted by weighted least
+   squares on t in [0, 1] to erfcx(z) / t (relative error 1.2e-8 in float64); Phi(x) is that
+   tail for x < 0 and 1 minus it otherwise. */
+static inline vf vgelu(vf x) {
+  vf ax = sel(x < 0, -x, x);
+  vf z = ax * 0.70710678118654752f;
+  vf t = 1.0f / (1.0f + 0.5f * z);
+  vf p = t * 4.319652280e-02f - 2.347392164e-01f;
+  p = p * t + 4.937073267e-01f;
+  p = p * t - 4.549892151e-01f;
+  p = p * t + 1.321884582e-01f;
+  p = p * t - 5.921672976e-02f;
+  p = p * t + 9.346400864e-02f;
+  p = p * t + 1.753157007e-01f;
+  p = p * t + 2.468846009e-01f;
+  p = p * t + 2.820937527e-01f;
+  p = p * t + 2.820947952e-01f;
+  vf q = 0.5f * t * p * vexp(-z * z);
+  return x * sel(x < 0, q, 1.0f - q);
+}
+
+/* ------------------------------------------------------------------ elementwise */
+
+#define UNARY(name, f)                                                 \
+  void name(const float *x, float *y, int64_t n) {                     \
+    int64_t i;                                                         \
+    for (i = 0; i + W <= n; i += W) st(y + i, f(ld(x + i)));           \
+    if (i < n) st_part(y + i, f(ld_part(x + i, n - i, 0.0f)), n - i);  \
+  }
+UNARY(pb_exp, vexp)
+UNARY(pb_silu, vsilu)
+UNARY(pb_gelu, vgelu)
+
+/* y[r, i] = h[r, i] * gelu(h[r, inner + i]) for the rows r of h (rows x 2 inner). */
+void pb_geglu(const float *h, float *y, int64_t rows, int64_t inner) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *a = h + r * 2 * inner, *g = a + inner;
+    float *out = y + r * inner;
+    int64_t i;
+    for (i = 0; i + W <= inner; i += W) st(out + i, ld(a + i) * vgelu(ld(g + i)));
+    if (i < inner)
+      st_part(out + i, ld_part(a + i, inner - i, 0.0f) * vgelu(ld_part(g + i, inner - i, 0.0f)),
+              inner - i);
+  }
+}
+
+/* ------------------------------------------------------------------ convolution helpers */
+
+/* Rows [r0, r1) of the im2col matrix of x (B, H, Wd, C; channels last) for a kh x kw kernel
+   with the given stride and zero padding: row r = (b Ho + oy) Wo + ox holds the kh kw C
+   inputs under output pixel (oy, ox) in (ky, kx, c) order, the order of an MLX conv weight
+   (O, kh, kw, C) read as (O, kh kw C). cols: (r1 - r0) x kh kw C. */
+void pb_im2col(const float *x, int64_t H, int64_t Wd, int64_t C, int64_t kh, int64_t kw,
+               int64_t stride, int64_t pad, int64_t Ho, int64_t Wo, int64_t r0, int64_t r1,
+               float *cols) {
+  const int64_t K = kh * kw * C;
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t ox = r % Wo, oy = (r / Wo) % Ho, b = r / (Wo * Ho);
+    float *row = cols + (r - r0) * K;
+    for (int64_t ky = 0; ky < kh; ky++) {
+      const int64_t iy = oy * stride - pad + ky;
+      for (int64_t kx = 0; kx < kw; kx++) {
+        const int64_t ix = ox * stride - pad + kx;
+        float *dst = row + (ky * kw + kx) * C;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= Wd)
+          memset(dst, 0, (size_t)C * sizeof(float));
+        else
+          memcpy(dst, x + ((b * H + iy) * Wd + ix) * C, (size_t)C * sizeof(float));
+      }
+    }
+  }
+}
+
+/* y[r, :n] = b for rows r < rows of y (row stride ldy): the bias a GEMM with beta = 1 adds
+   to. */
+void pb_fill_rows(float *y, int64_t ldy, const float *b, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) memcpy(y + r * ldy, b, (size_t)n * sizeof(float));
+}
+
+/* ------------------------------------------------------------------ group norm */
+
+/* GroupNorm of one sample x (HW x C, channels last) over its groups [g0, g1) (C / G channels
+   each), optionally followed by SiLU (act = 1):
+   y = act((x - mean_g) / sqrt(var_g + eps) * w + b), biased variance, sums in double.
+   work: 2 (g1 - g0) C / G doubles. */
+void pb_group_norm(const float *x, const float *w, const float *b, float *y, int64_t HW,
+                   int64_t C, int64_t G, float eps, int act, int64_t g0, int64_t g1,
+                   double *work) {
+  const int64_t cg = C / G, c0 = g0 * cg, nc = (g1 - g0) * cg;
+  double *s = work, *s2 = work + nc;
+  float a[nc + W], bb[nc + W];
+  for (int64_t c = 0; c < nc; c++) s[c] = s2[c] = 0.0;
+  for (int64_t p = 0; p < HW; p++) {
+    const float *row = x + p * C + c0;
+    for (int64_t c = 0; c < nc; c++) s[c] += row[c];
+  }
+  for (int64_t g = 0; g < g1 - g0; g++) {
+    double m = 0.0;
+    for (int64_t c = g * cg; c < (g + 1) * cg; c++) m += s[c];
+    m /= (double)(HW * cg);
+    for (int64_t c = g * cg; c < (g + 1) * cg; c++) s[c] = m; /* s holds the mean from here */
+  }
+  for (int64_t p = 0; p < HW; p++) {
+    const float *row = x + p * C + c0;
+    for (int64_t c = 0; c < nc; c++) {
+      double dev = row[c] - s[c];
+      s2[c] += dev * dev;
+    }
+  }
+  for (int64_t g = 0; g < g1 - g0; g++) {
+    double v = 0.0;
+    for (int64_t c = g * cg; c < (g + 1) * cg; c++) v += s2[c];
+    float rstd = (float)(1.0 / sqrt(v / (double)(HW * cg) + (double)eps));
+    for (int64_t c = g * cg; c < (g + 1) * cg; c++) {
+      a[c] = rstd * w[c0 + c];
+      bb[c] = b[c0 + c] - (float)s[c] * a[c];
+    }
+  }
+  for (int64_t p = 0; p < HW; p++) {
+    const float *row = x + p * C + c0;
+    float *out = y + p * C + c0;
+    int64_t c;
+    for (c = 0; c + W <= nc; c += W) {
+      vf v = ld(row + c) * ld(a + c) + ld(bb + c);
+      st(out + c, act ? vsilu(v) : v);
+    }
+    if (c < nc) {
+      vf v = ld_part(row + c, nc - c, 0.0f) * ld(a + c) + ld(bb + c);
+      st_part(out + c, act ? vsilu(v) : v, nc - c);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ attention */
+
+#define QR 24 /* query rows per block (a multiple of TR): their QR x S scores stay in cache */
+
+/* The two products are computed in tiles of TR rows x 16 (or 8) columns held in 2 TR vector
+   registers: 12 accumulators hide the multiply-add latency on 16-register x86 and ARM cores. */
+#define TR 6
+
+/* s(TR x 16) = q (TR rows of d, row stride d) . kp (a d x 16 panel, row-major) */
+static inline void qk_tile(const float *q, int64_t d, const float *kp, float *s, int64_t lds) {
+  vf acc[TR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) acc[r][0] = acc[r][1] = (vf){0};
+  for (int64_t c = 0; c < d; c++) {
+    vf k0 = ld(kp + c * 2 * W), k1 = ld(kp + c * 2 * W + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < TR; r++) {
+      float x = q[r * d + c];
+      acc[r][0] += x * k0;
+      acc[r][1] += x * k1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) {
+    st(s + r * lds, acc[r][0]);
+    st(s + r * lds + W, acc[r][1]);
+  }
+}
+
+/* o(TR x 16) = p (TR rows of n, row stride ldp) . vp (an n x 16 panel, row-major) */
+static inline void pv_tile16(const float *p, int64_t ldp, const float *vp, int64_t n, float *o,
+                             int64_t ldo) {
+  vf acc[TR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) acc[r][0] = acc[r][1] = (vf){0};
+  for (int64_t j = 0; j < n; j++) {
+    vf v0 = ld(vp + j * 2 * W), v1 = ld(vp + j * 2 * W + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < TR; r++) {
+      float x = p[r * ldp + j];
+      acc[r][0] += x * v0;
+      acc[r][1] += x * v1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) {
+    st(o + r * ldo, acc[r][0]);
+    st(o + r * ldo + W, acc[r][1]);
+  }
+}
+
+/* o(TR x 8): as pv_tile16 with an n x 8 panel */
+static inline void pv_tile8(const float *p, int64_t ldp, const float *vp, int64_t n, float *o,
+                            int64_t ldo) {
+  vf acc[TR];
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) acc[r] = (vf){0};
+  for (int64_t j = 0; j < n; j++) {
+    vf v0 = ld(vp + j * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < TR; r++) acc[r] += p[r * ldp + j] * v0;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < TR; r++) st(o + r * ldo, acc[r]);
+}
+
+/* Floats of work space one pb_attention call needs. */
+int64_t pb_attention_work(int64_t S, int64_t d) {
+  const int64_t Sp = (S + 2 * W - 1) / (2 * W) * (2 * W), dp = (d + W - 1) / W * W;
+  return d * Sp + S * dp + QR * d + QR * Sp + QR * dp;
+}
+
+/* softmax(q k^T scale) v for the work units u in [u0, u1): unit u is (batch, head) pair
+   bh = u / chunks (bh = b H + h) and its query rows [c rows, (c + 1) rows), c = u % chunks,
+   rows = ceil(L / chunks) rounded up to QR. q and o are (B, L, H d), k and v (B, S, H d),
+   contiguous; head h is columns [h d, (h + 1) d). For each pair, k^T is packed in d x 16
+   panels (one per 16 keys, zero past S) and v in S x 16 panels (one per 16 columns, the last
+   8 wide when dp = d rounded up to 8 is not a multiple of 16; zero past d), so the tiles read
+   memory in order; then per block of QR query rows: scores s (QR x Sp), row maxima m,
+   e = exp((s - m) scale) in place, o = (e v) / sum(e). */
+void pb_attention(const float *q, const float *k, const float *v, float *o, int64_t L,
+                  int64_t S, int64_t H, int64_t d, float scale, int64_t chunks, int64_t u0,
+                  int64_t u1, float *work) {
+  const int64_t Sp = (S + 2 * W - 1) / (2 * W) * (2 * W), dp = (d + W - 1) / W * W;
+  const int64_t D = H * d, rows = ((L + chunks - 1) / chunks + QR - 1) / QR * QR;
+  float *kp = work, *vp = kp + d * Sp, *qb = vp + S * dp, *sb = qb + QR * d, *ob = sb + QR * Sp;
+  const vf lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  int64_t packed = -1;
+  for (int64_t u = u0; u < u1; u++) {
+    const int64_t bh = u / chunks, b = bh / H, h = bh % H;
+    const int64_t start = (u % chunks) * rows, end = start + rows < L ? start + rows : L;
+    const float *qh = q + b * L * D + h * d, *kh = k + b * S * D + h * d,
+                *vh = v + b * S * D + h * d;
+    float *oh = o + b * L * D + h * d;
+    if (bh != packed) {
+      for (int64_t j = 0; j < Sp; j++) {
+        float *panel = kp + (j / (2 * W)) * d * 2 * W + j % (2 * W);
+        for (int64_t c = 0; c < d; c++) panel[c * 2 * W] = j < S ? kh[j * D + c] : 0.0f;
+      }
+      for (int64_t c0 = 0; c0 < dp; c0 += 2 * W) {
+        const int64_t wd = dp - c0 >= 2 * W ? 2 * W : W;
+        float *panel = vp + c0 * S;
+        for (int64_t j = 0; j < S; j++)
+          for (int64_t c = 0; c < wd; c++)
+            panel[j * wd + c] = c0 + c < d ? vh[j * D + c0 + c] : 0.0f;
+      }
+      packed = bh;
+    }
+    for (int64_t i0 = start; i0 < end; i0 += QR) {
+      const int64_t nr = end - i0 < QR ? end - i0 : QR;
+      for (int64_t r = 0; r < QR; r++) {
+        if (r < nr) memcpy(qb + r * d, qh + (i0 + r) * D, (size_t)d * sizeof(float));
+        else memset(qb + r * d, 0, (size_t)d * sizeof(float));
+      }
+      for (int64_t j = 0; j < Sp; j += 2 * W)
+        for (int64_t r = 0; r < QR; r += TR) qk_tile(qb + r * d, d, kp + j * d, sb + r * Sp + j, Sp);
+      float inv[QR];
+      for (int64_t r = 0; r < QR; r++) {
+        float *row = sb + r * Sp;
+        int64_t j;
+        vf m = splat(-__builtin_inff());
+        for (j = 0; j + W <= S; j += W) m = vmax(m, ld(row + j));
+        if (j < S) m = vmax(m, ld_part(row + j, S - j, -__builtin_inff()));
+        const float mx = hmax(m);
+        vf sum = {0};
+        for (j = 0; j + W <= S; j += W) {
+          vf e = vexp((ld(row + j) - mx) * scale);
+          st(row + j, e);
+          sum += e;
+        }
+        if (j < S) { /* the last partial vector; columns past S get 0 (never read) */
+          vf e = vexp((ld(row + j) - mx) * scale);
+          e = sel(lane < (float)(S - j), e, splat(0.0f));
+          st(row + j, e);
+          sum += e;
+        }
+        inv[r] = 1.0f / hsum(sum);
+      }
+      for (int64_t c0 = 0; c0 < dp; c0 += 2 * W) /* each v panel read from cache QR / TR times */
+        for (int64_t r = 0; r < QR; r += TR) {
+          if (dp - c0 >= 2 * W) pv_tile16(sb + r * Sp, Sp, vp + c0 * S, S, ob + r * dp + c0, dp);
+          else pv_tile8(sb + r * Sp, Sp, vp + c0 * S, S, ob + r * dp + c0, dp);
+        }
+      for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < d; c++) oh[(i0 + r) * D + c] = ob[r * dp + c] * inv[r];
+    }
+  }
+}
