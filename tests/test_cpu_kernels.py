@@ -306,3 +306,41 @@ def test_switch_variable_turns_the_kernels_off(monkeypatch):
     monkeypatch.setenv("PBMLX_CPU_KERNELS", "0")
     lib_, info = cpu._load()
     assert lib_ is None and info.reason == "PBMLX_CPU_KERNELS=0"
+
+
+# ---------------------------------------------------------------------------- ARM
+
+
+AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's libc6-dev-arm64-cross
+EM_AARCH64 = 183  # ELF e_machine of AArch64
+
+
+def test_kernels_compile_for_apple_silicon_cpus(tmp_path):
+    """The same C source compiles for 64-bit Arm tuned for Apple's M1 (clang, cross), so the
+    Apple Silicon CPU path is not a surprise; the vector extensions lower to NEON there.
+    CI installs clang and the aarch64 libc headers (.ci/run); elsewhere a missing toolchain
+    skips, in CI it fails."""
+    import os
+    import struct
+    import subprocess
+    from pathlib import Path
+
+    clang = shutil.which("clang")
+    if clang is None or not Path(AARCH64_SYSROOT, "include", "math.h").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install clang and libc6-dev-arm64-cross (.ci/run)")
+        pytest.skip("needs clang and libc6-dev-arm64-cross")
+    source = Path(cpu.__file__).with_name(cpu.SOURCE_FILE)
+    obj = tmp_path / "kernels.o"
+    target = ["--target=aarch64-linux-gnu", f"--sysroot={AARCH64_SYSROOT}", "-mcpu=apple-m1"]
+    flags = ["-O3", "-std=gnu11", "-fPIC", "-Werror", "-Wall"]
+    r = subprocess.run(
+        [clang, *target, *flags, "-c", str(source), "-o", str(obj)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    header = obj.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[4] == 2  # 64-bit ELF
+    assert struct.unpack("<H", header[18:20])[0] == EM_AARCH64
