@@ -587,3 +587,11 @@ def test_coreml_engine_refuses_off_macos(cli_bundle, tmp_path):
     line = assert_clean_error(r)
     assert "Core ML runs only on macOS" in line
     assert not (tmp_path / "p.edited.png").exists()
+
+
+def test_split_einsum_refusal_is_one_clear_error(tiny):
+    source = load_source(tiny)
+    # An option the Neural Engine variant does not implement, as the transformer's config says.
+    source.unet.mid_block.attentions[0].register_to_config(only_cross_attention=True)
+    with pytest.raises(PbmlxError, match="--attention original"):
+        E.build_specs(source, E.ExportOptions(size=SIZE))

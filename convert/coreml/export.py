@@ -215,7 +215,13 @@ def build_specs(source: Any, options: ExportOptions) -> list[Any]:
     if options.attention == "split-einsum":
         from pbmlx.convert.coreml.ane import to_neural_engine
 
-        unet = to_neural_engine(unet)
+        try:
+            unet = to_neural_engine(unet)
+        except ValueError as e:
+            raise PbmlxError(
+                f"--attention split-einsum cannot rewrite this UNet ({e}); export it with "
+                "--attention original."
+            ) from None
     text_dim = source.configs["text_encoder"].get("hidden_size", 768)
     return [
         modules.text_encoder_spec(source.text_encoder),
