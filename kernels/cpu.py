@@ -53,6 +53,9 @@ import mlx.nn as nn
 import numpy as np
 
 ENV_SWITCH = "PBMLX_CPU_KERNELS"  # "0" turns the kernels off
+# "reference" forces every dispatcher (these and, as they come, the Metal and CUDA ones) onto
+# its MLX-op reference: the switch that compares a kernel with its definition.
+ENV_KERNELS = "PBMLX_KERNELS"
 ENV_THREADS = "PBMLX_CPU_THREADS"  # worker threads (default: the CPUs this process may use)
 ENV_CACHE = "PBMLX_CACHE"
 COMPILE_FLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared")
@@ -176,6 +179,8 @@ def _load() -> tuple[ctypes.CDLL | None, KernelInfo]:
     threads = _threads()
     if os.environ.get(ENV_SWITCH, "1").strip() == "0":
         return None, KernelInfo(False, "", f"{ENV_SWITCH}=0", threads)
+    if os.environ.get(ENV_KERNELS, "").strip().lower() == "reference":
+        return None, KernelInfo(False, "", f"{ENV_KERNELS}=reference", threads)
     cc = _compiler()
     if cc is None:
         return None, KernelInfo(False, "", "no C compiler (set CC) to build them", threads)

@@ -308,6 +308,13 @@ def test_switch_variable_turns_the_kernels_off(monkeypatch):
     assert lib_ is None and info.reason == "PBMLX_CPU_KERNELS=0"
 
 
+def test_reference_switch_forces_the_references(monkeypatch):
+    # PBMLX_KERNELS=reference: every dispatcher runs its MLX-op reference (issue 9's switch).
+    monkeypatch.setenv("PBMLX_KERNELS", "reference")
+    lib_, info = cpu._load()
+    assert lib_ is None and info.reason == "PBMLX_KERNELS=reference"
+
+
 # ---------------------------------------------------------------------------- ARM
 
 
