@@ -26,7 +26,6 @@ Mac, ``tests/test_coreml_mac.py`` times one UNet step per compute unit. Prints o
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -51,7 +50,7 @@ from pbmlx.convert.coreml.export import (
     to_mlprogram,
 )
 from pbmlx.convert.coreml.modules import reference, run_spec
-from pbmlx.convert.coreml.readback import psnr, state_from_package
+from pbmlx.convert.coreml.readback import psnr, run_with_package_weights
 from pbmlx.convert.coreml.source import load_source
 from tiny_ip2p import build_full_ip2p, build_tiny_ip2p
 
@@ -65,16 +64,13 @@ def first_tensor(out):
 
 
 def readback_psnr(package: Path, spec, ref_out: np.ndarray) -> dict:
-    state, by_value, missing = state_from_package(package, spec.module)
-    module = copy.deepcopy(spec.module)
-    module.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        out = first_tensor(module(*spec.inputs.values())).numpy()
-    del module
+    out, by_value, missing = run_with_package_weights(package, spec)
     gc.collect()
     return {
         "psnr_db": psnr(out, ref_out),
-        "parameters_by_name": len(state) - len(by_value),
+        "parameters_by_name": sum(1 for _ in spec.module.parameters())
+        - len(by_value)
+        - len(missing),
         "parameters_by_value": len(by_value),
         "parameters_missing": missing,
     }

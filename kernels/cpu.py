@@ -66,7 +66,7 @@ MIN_KERNEL = 1 << 12  # elements below which the MLX reference runs (no sync for
 CHUNKS_PER_THREAD = 4  # work is cut in this many chunks per thread, taken dynamically
 QUERY_BLOCK = 24  # attention query rows per block (QR in the C source)
 
-# The C source, a file beside this one (installed as package data with the .metal bodies).
+# The C source, a file beside this one (installed as package data).
 SOURCE_FILE = "cpu_kernels.c"
 _SOURCE = (Path(__file__).parent / SOURCE_FILE).read_text(encoding="utf-8")
 

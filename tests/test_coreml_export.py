@@ -38,12 +38,13 @@ import coremltools as ct
 from pbmlx.convert.coreml import cli as coreml_cli
 from pbmlx.convert.coreml import compress
 from pbmlx.convert.coreml import export as E
+from pbmlx.convert.coreml.bundle import folder_bytes
 from pbmlx.convert.coreml.modules import (
     reference,
     run_spec,
     unet_in_parts,
 )
-from pbmlx.convert.coreml.readback import psnr, state_from_package
+from pbmlx.convert.coreml.readback import psnr, run_with_package_weights, state_from_package
 from pbmlx.convert.coreml.source import load_source
 from tiny_ip2p import TINY_UNET_CONFIG, build_tiny_ip2p
 
@@ -242,15 +243,11 @@ def palettized(tiny, tmp_path_factory) -> dict:
         for key, model in variants.items():
             path = folder / f"{spec.name}-{key}.mlpackage"
             model.save(str(path))
-            state, _by_value, missing = state_from_package(path, spec.module)
-            module = copy.deepcopy(spec.module)
-            module.load_state_dict(state, strict=False)
-            with torch.no_grad():
-                got = first(module(*spec.inputs.values())).numpy()
+            got, _by_value, missing = run_with_package_weights(path, spec)
             results[spec.name, key] = {
                 "psnr": psnr(got, out),
                 "missing": missing,
-                "bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
+                "bytes": folder_bytes(path),
                 "ops": op_types(path),
                 "path": path,
             }
@@ -302,12 +299,8 @@ def test_grouped_channel_palettization_on_ios18(tiny, tmp_path):
     path = tmp_path / "Unet.mlpackage"
     model.save(str(path))
     assert op_types(path)["constexpr_lut_to_dense"] > 0
-    state, _, missing = state_from_package(path, spec.module)
+    got, _, missing = run_with_package_weights(path, spec)
     assert missing == []
-    module = copy.deepcopy(spec.module)
-    module.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        got = first(module(*spec.inputs.values())).numpy()
     grouped = psnr(got, out)
     print(f"\nUnet 6-bit per-grouped-channel (iOS18) read-back PSNR: {grouped:.1f} dB")
     assert grouped >= BAR_DB
@@ -411,7 +404,9 @@ def test_bundle_contract_reproduces_the_mlx_edit(tiny, tmp_path, options):
             (bundle / f.name).write_bytes(f.read_bytes())
     # The manifest as export writes it, with each model's I/O taken from its export module
     # (converting them is proven above; this test is about driving them).
-    from pbmlx.convert.coreml.bundle import MANIFEST, manifest
+    from pbmlx.convert.coreml.bundle import manifest
+
+    from pbmlx.diffuse.coreml import MANIFEST
 
     models = {spec.name: spec_io(spec) for spec in specs}
     data = manifest(source, options, models, E.source_metadata(source, options))

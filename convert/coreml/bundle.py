@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from pbmlx import __version__
+from pbmlx.diffuse.coreml import FORMAT, FORMAT_VERSION, MANIFEST
 from pbmlx.diffuse.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS
 from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER
 
-MANIFEST = "pbmlx-coreml.json"
-FORMAT = "pbmlx-coreml-instruct-pix2pix"
-FORMAT_VERSION = 1
+# The file's name and format are the runtime reader's (pbmlx.diffuse.coreml), defined once.
 
 GUIDANCE_FORMULA = (
     "eps = eps_uncond + guidance_scale * (eps_text - eps_image) "
@@ -31,8 +30,6 @@ BATCH_ORDER = [
     {"row": 1, "name": "eps_image", "text": '""', "image_latents": "image_latents"},
     {"row": 2, "name": "eps_uncond", "text": '""', "image_latents": "zeros"},
 ]
-# Multi-array data types as the Core ML spec numbers them.
-_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
 
 
 def package_io(package: Path) -> dict[str, Any]:
@@ -41,13 +38,14 @@ def package_io(package: Path) -> dict[str, Any]:
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(package))
+    dtypes = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType
 
     def features(items) -> list[dict[str, Any]]:
         return [
             {
                 "name": f.name,
                 "shape": list(f.type.multiArrayType.shape),
-                "dtype": _DTYPES.get(f.type.multiArrayType.dataType, "unknown"),
+                "dtype": dtypes.Name(f.type.multiArrayType.dataType).lower(),
                 "description": f.shortDescription,
             }
             for f in items

@@ -82,6 +82,23 @@ def state_from_package(
     return state, by_value, missing
 
 
+def run_with_package_weights(package: Path | str, spec: Any) -> tuple[np.ndarray, list, list]:
+    """``(output, by_value, missing)``: the first output of a copy of ``spec``'s export module
+    loaded with the weights read back from ``package`` (:func:`state_from_package`; a missing
+    parameter keeps the module's own value), on ``spec``'s sample inputs."""
+    import copy
+
+    import torch
+
+    state, by_value, missing = state_from_package(package, spec.module)
+    module = copy.deepcopy(spec.module)
+    module.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        out = module(*spec.inputs.values())
+    out = out if isinstance(out, torch.Tensor) else out[0]
+    return out.numpy(), by_value, missing
+
+
 def psnr(out: np.ndarray, ref: np.ndarray) -> float:
     """Peak signal-to-noise ratio of ``out`` against ``ref`` in dB, with the reference's peak
     absolute value as the peak (Apple's definition for its Core ML conversions)::

@@ -175,8 +175,10 @@ def mlx_to_torch_state(
     return state
 
 
-def _load_converted(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(modules, manifest)`` of a ``pbmlx convert`` folder, as torch modules."""
+def _load_converted(
+    folder: Path,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(modules, manifest, configs)`` of a ``pbmlx convert`` folder, as torch modules."""
     import mlx.core as mx
 
     from pbmlx.models.checkpoint import load_converted_component
@@ -192,7 +194,7 @@ def _load_converted(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         module.load_state_dict(state, strict=True)
         module.float().eval()
         del mlx_model
-    return modules, manifest
+    return modules, manifest, configs
 
 
 def load_source(model: str | Path) -> TorchSource:
@@ -200,8 +202,7 @@ def load_source(model: str | Path) -> TorchSource:
     text = str(model)
     local = Path(text).expanduser()
     if local.is_dir() and is_converted(local):
-        modules, manifest = _load_converted(local)
-        configs = {c: read_config(local / c / CONFIG_NAME) for c in COMPONENTS}
+        modules, manifest, configs = _load_converted(local)
         tokenizer_files = _check_tokenizer(local, configs["text_encoder"])
         src = manifest.get("source") or {}
         return TorchSource(
