@@ -164,6 +164,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.pb_im2col.restype = None
     lib.pb_fill_rows.argtypes = [P, N, P, N, N]
     lib.pb_fill_rows.restype = None
+    lib.pb_adjust_chain.argtypes = [P, C, P, C, N, P, N, P, N, N, P]
+    lib.pb_adjust_chain.restype = None
 
 
 def _self_check(lib: ctypes.CDLL) -> None:
@@ -291,9 +293,9 @@ def _ready(*arrays: mx.array) -> list[mx.array] | None:
     return arrays
 
 
-def _out(shape: Sequence[int]) -> tuple[mx.array, np.ndarray]:
-    """A fresh float32 MLX array that nothing else references, and its memory as numpy."""
-    out = mx.zeros(shape, dtype=mx.float32)
+def _out(shape: Sequence[int], dtype: mx.Dtype = mx.float32) -> tuple[mx.array, np.ndarray]:
+    """A fresh MLX array that nothing else references, and its memory as numpy."""
+    out = mx.zeros(shape, dtype=dtype)
     mx.eval(out)
     view = np.asarray(out)
     if not (view.flags.c_contiguous and view.flags.writeable and view.size == out.size):

@@ -346,3 +346,252 @@ void pb_attention(const float *q, const float *k, const float *v, float *o, int6
     }
   }
 }
+
+/* ------------------------------------------------------------------ adjust chain */
+
+/* The adjust engine's per-pixel ops (pbmlx/adjust/ops.py gives each formula; this is the same
+   arithmetic in float32) fused into one pass: 8 pixels at a time are read (8-bit codes / 255,
+   or float32), every step of the program is applied in registers, and the result is written
+   as float32, as 8-bit codes round(clip(x) * 255) (round half to even, as np.rint), or, for the
+   statistics pass that contrast needs, as the sum of each row's BT.601 luma (in double).
+   Program: nsteps rows of AJ_ROW floats, [opcode, p0, p1, ...] (kernels/adjust.py writes it). */
+#define AJ_ROW 16
+enum {
+  AJ_GAINS, AJ_BRIGHTNESS, AJ_CONTRAST, AJ_GAMMA, AJ_HIGHLIGHTS, AJ_SHADOWS, AJ_FADE,
+  AJ_MATRIX, AJ_SEPIA, AJ_VIBRANCE, AJ_INVERT, AJ_VIGNETTE, AJ_GRAIN
+};
+enum { AJ_OUT_F32, AJ_OUT_U8, AJ_OUT_LUMA };
+
+static inline vf vclip01(vf x) { return vmin(vmax(x, splat(0.0f)), splat(1.0f)); }
+
+/* log(x) for normal x > 0: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s),
+   s = (m - 1) / (m + 1), |s| <= 0.1716, by its odd series to s^11 (truncation < 1e-10). */
+static inline vf vlog(vf x) {
+  vi bits = (vi)x;
+  vi e = ((bits >> 23) & 0xff) - 127;
+  vf m = (vf)((bits & 0x007fffff) | 0x3f800000); /* [1, 2) */
+  vi big = m > 1.41421356f;
+  m = sel(big, m * 0.5f, m);
+  e = e + (big & 1);
+  vf s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+  vf p = s2 * (1.0f / 11) + (1.0f / 9);
+  p = p * s2 + (1.0f / 7);
+  p = p * s2 + (1.0f / 5);
+  p = p * s2 + (1.0f / 3);
+  p = p * s2 + 1.0f;
+  vf ef = __builtin_convertvector(e, vf);
+  return ef * 0.693145751953125f + (ef * 1.428606765330187e-06f + 2.0f * s * p);
+}
+
+/* x ** p for x >= 0 and p > 0 (0 ** p = 0): exp(p log x); x below FLT_MIN counts as 0. */
+static inline vf vpow(vf x, float p) {
+  vf y = vexp(p * vlog(vmax(x, splat(1.17549435e-38f))));
+  return sel(x < 1.17549435e-38f, splat(0.0f), y);
+}
+
+static inline vf srgb_decode8(vf x) {
+  vf hi = vpow((x + 0.055f) / 1.055f, 2.4f);
+  return sel(x <= 0.04045f, x / 12.92f, hi);
+}
+
+static inline vf srgb_encode8(vf y) {
+  y = vmax(y, splat(0.0f));
+  vf hi = 1.055f * vpow(y, 1.0f / 2.4f) - 0.055f;
+  return sel(y <= 0.0031308f, y * 12.92f, hi);
+}
+
+static inline vf vsqrt(vf x) {
+  for (int i = 0; i < W; i++) x[i] = sqrtf(x[i]);
+  return x;
+}
+
+static inline vf luma8(vf r, vf g, vf b) { return r * 0.299f + g * 0.587f + b * 0.114f; }
+
+/* Applies the program to 8 pixels of row `row`, columns col .. col + 7. */
+static inline void aj_apply(vf *R, vf *G, vf *B, const float *prog, int64_t nsteps,
+                            const float *noise, int64_t row, int64_t col, int64_t width) {
+  vf r = *R, g = *G, b = *B;
+  for (int64_t s = 0; s < nsteps; s++) {
+    const float *q = prog + s * AJ_ROW;
+    const float *p = q + 1;
+    switch ((int)q[0]) {
+      case AJ_GAINS:
+        r = vclip01(srgb_encode8(srgb_decode8(r) * p[0]));
+        g = vclip01(srgb_encode8(srgb_decode8(g) * p[1]));
+        b = vclip01(srgb_encode8(srgb_decode8(b) * p[2]));
+        break;
+      case AJ_BRIGHTNESS:
+        r = vclip01(r + p[0] * r * (1.0f - r));
+        g = vclip01(g + p[0] * g * (1.0f - g));
+        b = vclip01(b + p[0] * b * (1.0f - b));
+        break;
+      case AJ_CONTRAST: /* p0 = 1 + a, p1 = the mean luma m */
+        r = vclip01(p[1] + p[0] * (r - p[1]));
+        g = vclip01(p[1] + p[0] * (g - p[1]));
+        b = vclip01(p[1] + p[0] * (b - p[1]));
+        break;
+      case AJ_GAMMA:
+        r = vclip01(vpow(r, p[0]));
+        g = vclip01(vpow(g, p[0]));
+        b = vclip01(vpow(b, p[0]));
+        break;
+      case AJ_HIGHLIGHTS: {
+        vf l = luma8(r, g, b), d = p[0] * l * l * (1.0f - l);
+        r = vclip01(r + d), g = vclip01(g + d), b = vclip01(b + d);
+        break;
+      }
+      case AJ_SHADOWS: {
+        vf l = luma8(r, g, b), d = p[0] * l * (1.0f - l) * (1.0f - l);
+        r = vclip01(r + d), g = vclip01(g + d), b = vclip01(b + d);
+        break;
+      }
+      case AJ_FADE: /* p0 = lo, p1 = hi - lo */
+        r = vclip01(p[0] + r * p[1]);
+        g = vclip01(p[0] + g * p[1]);
+        b = vclip01(p[0] + b * p[1]);
+        break;
+      case AJ_MATRIX: { /* p0..p8: the matrix's columns */
+        vf nr = r * p[0] + g * p[3] + b * p[6];
+        vf ng = r * p[1] + g * p[4] + b * p[7];
+        vf nb = r * p[2] + g * p[5] + b * p[8];
+        r = vclip01(nr), g = vclip01(ng), b = vclip01(nb);
+        break;
+      }
+      case AJ_SEPIA: { /* p0..p8: the sepia matrix's columns, p9 = a */
+        vf tr = vclip01(r * p[0] + g * p[3] + b * p[6]);
+        vf tg = vclip01(r * p[1] + g * p[4] + b * p[7]);
+        vf tb = vclip01(r * p[2] + g * p[5] + b * p[8]);
+        r = vclip01(r + p[9] * (tr - r));
+        g = vclip01(g + p[9] * (tg - g));
+        b = vclip01(b + p[9] * (tb - b));
+        break;
+      }
+      case AJ_VIBRANCE: {
+        vf l = luma8(r, g, b);
+        vf c = vmax(vmax(r, g), b) - vmin(vmin(r, g), b);
+        vf f = 1.0f + p[0] * (1.0f - c);
+        r = vclip01(l + f * (r - l)), g = vclip01(l + f * (g - l)), b = vclip01(l + f * (b - l));
+        break;
+      }
+      case AJ_INVERT:
+        r = vclip01(r + p[0] * (1.0f - 2.0f * r));
+        g = vclip01(g + p[0] * (1.0f - 2.0f * g));
+        b = vclip01(b + p[0] * (1.0f - 2.0f * b));
+        break;
+      case AJ_VIGNETTE: { /* p0 = |a|, p1 = target, p2 = 0.5 - H/2, p3 = 0.5 - W/2, p4 = half diag */
+        const vf lane = {0, 1, 2, 3, 4, 5, 6, 7};
+        float dy = ((float)row + p[2]) / p[4];
+        vf dx = (lane + (float)col + p[3]) / p[4];
+        vf d = vsqrt(dy * dy + dx * dx);
+        vf t = vclip01((d - 0.35f) / 0.65f);
+        vf k = p[0] * (t * t * (3.0f - 2.0f * t));
+        r = vclip01(r + k * (p[1] - r));
+        g = vclip01(g + k * (p[1] - g));
+        b = vclip01(b + k * (p[1] - b));
+        break;
+      }
+      case AJ_GRAIN: { /* p0 = a * GRAIN_SIGMA * 4; noise: one value per pixel */
+        vf n = ld_part(noise + row * width + col, width - col < W ? width - col : W, 0.0f);
+        vf l = luma8(r, g, b), d = p[0] * l * (1.0f - l) * n;
+        r = vclip01(r + d), g = vclip01(g + d), b = vclip01(b + d);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  *R = r, *G = g, *B = b;
+}
+
+/* Ops that map each channel on its own (x_c -> f_c(x_c)): on 8-bit input a run of them at the
+   start of the program is a 256-entry table per channel, computed once per call with the same
+   arithmetic (so the result is the same as applying them per pixel). */
+static inline int aj_separable(int op) {
+  return op == AJ_GAINS || op == AJ_BRIGHTNESS || op == AJ_CONTRAST || op == AJ_GAMMA ||
+         op == AJ_FADE || op == AJ_INVERT || op < 0;
+}
+
+#define AJ_BLOCK 64 /* pixels per block: planar float copies of a block stay in L1 */
+
+/* Rows [r0, r1) of an (H, width, 3) image: src is uint8 codes (src_u8) or float32; the output
+   (out_kind) float32 or uint8 (H, width, 3), or row_luma[r] = the sum over row r of the luma of
+   the result (for the mean that contrast needs; dst unused). Each block of AJ_BLOCK pixels is
+   read into planar float arrays (8-bit codes through the per-channel tables of the program's
+   separable start), the rest of the program runs on 8-pixel vectors, and the block is written
+   back interleaved. When the whole program is separable and codes go in and out, the tables are
+   quantized and the image is mapped byte by byte. */
+void pb_adjust_chain(const void *src, int src_u8, void *dst, int out_kind, int64_t width,
+                     const float *prog, int64_t nsteps, const float *noise, int64_t r0,
+                     int64_t r1, double *row_luma) {
+  float tab[3][256];
+  int64_t pre = 0;
+  if (src_u8) {
+    while (pre < nsteps && aj_separable((int)prog[pre * AJ_ROW])) pre++;
+    for (int c = 0; c < 256; c += W) {
+      vf v = {0, 1, 2, 3, 4, 5, 6, 7};
+      vf r = (v + (float)c) / 255.0f, g = r, b = r;
+      aj_apply(&r, &g, &b, prog, pre, noise, 0, 0, width);
+      st(tab[0] + c, r), st(tab[1] + c, g), st(tab[2] + c, b);
+    }
+  }
+  const float *rest = prog + pre * AJ_ROW;
+  const int64_t nrest = nsteps - pre;
+  const float shifter = 12582912.0f; /* 1.5 * 2^23: x + shifter keeps round(x) in the mantissa */
+  if (src_u8 && nrest == 0 && out_kind == AJ_OUT_U8) {
+    uint8_t q[3][256];
+    for (int c = 0; c < 3; c++)
+      for (int i = 0; i < 256; i++) {
+        float v = tab[c][i] < 0.0f ? 0.0f : (tab[c][i] > 1.0f ? 1.0f : tab[c][i]);
+        q[c][i] = (uint8_t)(int32_t)((v * 255.0f + shifter) - shifter);
+      }
+    const uint8_t *s = (const uint8_t *)src + r0 * width * 3;
+    uint8_t *d = (uint8_t *)dst + r0 * width * 3;
+    for (int64_t i = 0, n = (r1 - r0) * width; i < n; i++)
+      d[3 * i] = q[0][s[3 * i]], d[3 * i + 1] = q[1][s[3 * i + 1]], d[3 * i + 2] = q[2][s[3 * i + 2]];
+    return;
+  }
+  float R[AJ_BLOCK], G[AJ_BLOCK], B[AJ_BLOCK];
+  for (int64_t row = r0; row < r1; row++) {
+    double luma_sum = 0.0;
+    for (int64_t col = 0; col < width; col += AJ_BLOCK) {
+      const int64_t n = width - col < AJ_BLOCK ? width - col : AJ_BLOCK;
+      const int64_t at = (row * width + col) * 3;
+      if (src_u8) {
+        const uint8_t *s = (const uint8_t *)src + at;
+        for (int64_t i = 0; i < n; i++)
+          R[i] = tab[0][s[3 * i]], G[i] = tab[1][s[3 * i + 1]], B[i] = tab[2][s[3 * i + 2]];
+      } else {
+        const float *s = (const float *)src + at;
+        for (int64_t i = 0; i < n; i++) R[i] = s[3 * i], G[i] = s[3 * i + 1], B[i] = s[3 * i + 2];
+      }
+      for (int64_t i = n; i < AJ_BLOCK; i++) R[i] = G[i] = B[i] = 0.0f;
+      for (int64_t i = 0; i < n; i += W) {
+        vf r = ld(R + i), g = ld(G + i), b = ld(B + i);
+        aj_apply(&r, &g, &b, rest, nrest, noise, row, col + i, width);
+        if (out_kind == AJ_OUT_LUMA) {
+          st(R + i, luma8(r, g, b));
+        } else if (out_kind == AJ_OUT_U8) {
+          st(R + i, vclip01(r) * 255.0f + shifter);
+          st(G + i, vclip01(g) * 255.0f + shifter);
+          st(B + i, vclip01(b) * 255.0f + shifter);
+        } else {
+          st(R + i, r), st(G + i, g), st(B + i, b);
+        }
+      }
+      if (out_kind == AJ_OUT_LUMA) {
+        for (int64_t i = 0; i < n; i++) luma_sum += R[i];
+      } else if (out_kind == AJ_OUT_U8) {
+        uint8_t *d = (uint8_t *)dst + at;
+        for (int64_t i = 0; i < n; i++) {
+          d[3 * i] = (uint8_t)(int32_t)(R[i] - shifter);
+          d[3 * i + 1] = (uint8_t)(int32_t)(G[i] - shifter);
+          d[3 * i + 2] = (uint8_t)(int32_t)(B[i] - shifter);
+        }
+      } else {
+        float *d = (float *)dst + at;
+        for (int64_t i = 0; i < n; i++) d[3 * i] = R[i], d[3 * i + 1] = G[i], d[3 * i + 2] = B[i];
+      }
+    }
+    if (out_kind == AJ_OUT_LUMA) row_luma[row] = luma_sum;
+  }
+}

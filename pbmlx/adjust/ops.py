@@ -29,6 +29,7 @@ import numpy as np
 
 from pbmlx.adjust.specs import SPECS
 from pbmlx.errors import PbmlxError
+from pbmlx.kernels import adjust as kern
 
 # ITU-R BT.601 luma weights on encoded values: the weights of PIL's convert("L") and
 # ImageEnhance, so contrast/saturation/grayscale agree with what users know from PIL.
@@ -64,13 +65,18 @@ def _luma(img: mx.array) -> mx.array:
     return img[..., 0:1] * LUMA[0] + img[..., 1:2] * LUMA[1] + img[..., 2:3] * LUMA[2]
 
 
+def _matrix_columns(m: np.ndarray) -> np.ndarray:
+    """float32 ``cols`` with ``cols[j] = m[:, j]`` (``m`` built in float64)."""
+    return np.asarray(m, dtype=np.float64).T.astype(np.float32)
+
+
 def _apply_matrix(img: mx.array, m: np.ndarray) -> mx.array:
     """``out[..., i] = sum_j m[i, j] * img[..., j]`` for a 3x3 colour matrix (built in float64).
 
     Written as three broadcast multiply-adds, not ``img @ m.T``: a K = 3 matrix product gains
     nothing from BLAS, and its threads stall when the other cores are busy.
     """
-    cols = np.asarray(m, dtype=np.float64).T.astype(np.float32)  # cols[j] = m[:, j]
+    cols = _matrix_columns(m)
     return (
         img[..., 0:1] * mx.array(cols[0])
         + img[..., 1:2] * mx.array(cols[1])
@@ -162,9 +168,12 @@ def saturation(img: mx.array, amount: float) -> mx.array:
     ``out = clip(L + (1 + a) * (x - L))``; ``a = -1`` is grayscale. Applied as the equivalent
     colour matrix ``(1 + a) I - a 1 LUMA^T``.
     """
+    return _clip(_apply_matrix(img, _saturation_matrix(amount)))
+
+
+def _saturation_matrix(amount: float) -> np.ndarray:
     f = 1.0 + amount
-    m = f * np.eye(3) + (1.0 - f) * np.outer(np.ones(3), LUMA)
-    return _clip(_apply_matrix(img, m))
+    return f * np.eye(3) + (1.0 - f) * np.outer(np.ones(3), LUMA)
 
 
 def vibrance(img: mx.array, amount: float) -> mx.array:
@@ -179,11 +188,14 @@ def vibrance(img: mx.array, amount: float) -> mx.array:
     return _clip(lum + (1.0 + amount * (1.0 - chroma)) * (img - lum))
 
 
-def _white_balance(img: mx.array, log2_gains: tuple[float, float, float]) -> mx.array:
+def _wb_gains(log2_gains: tuple[float, float, float]) -> np.ndarray:
     gains = 2.0 ** np.asarray(log2_gains, dtype=np.float64)
     gains /= np.dot(LINEAR_LUMINANCE, gains)  # a neutral grey keeps its luminance
-    g = mx.array(gains.astype(np.float32))
-    return _clip(srgb_encode(srgb_decode(img) * g))
+    return gains.astype(np.float32)
+
+
+def _white_balance(img: mx.array, log2_gains: tuple[float, float, float]) -> mx.array:
+    return _clip(srgb_encode(srgb_decode(img) * mx.array(_wb_gains(log2_gains))))
 
 
 def temperature(img: mx.array, amount: float) -> mx.array:
@@ -229,8 +241,11 @@ def hue(img: mx.array, amount: float) -> mx.array:
 
 def grayscale(img: mx.array, amount: float) -> mx.array:
     """Mix towards the luma: ``out = lerp(x, L, a)``; ``a = 1`` is PIL ``ImageOps.grayscale``."""
-    m = (1.0 - amount) * np.eye(3) + amount * np.outer(np.ones(3), LUMA)
-    return _clip(_apply_matrix(img, m))
+    return _clip(_apply_matrix(img, _grayscale_matrix(amount)))
+
+
+def _grayscale_matrix(amount: float) -> np.ndarray:
+    return (1.0 - amount) * np.eye(3) + amount * np.outer(np.ones(3), LUMA)
 
 
 def sepia(img: mx.array, amount: float) -> mx.array:
@@ -417,20 +432,78 @@ OPS: dict[str, Callable[..., mx.array]] = {
     "blur": blur,
 }
 SEEDED_OPS = frozenset({"grain"})  # ops that take the plan's seed
+SPATIAL_OPS = frozenset({"blur", "sharpen"})  # ops that read neighbouring pixels
 assert OPS.keys() == SPECS.keys(), "every op in SPECS needs exactly one function"
 
 
-def _check_image(img: Any) -> mx.array:
-    if not isinstance(img, mx.array):
-        raise PbmlxError(f"The adjust engine needs an mlx array image, got {type(img).__name__}.")
+def kernel_step(name: str, amount: float, height: int, width: int) -> tuple[int, list[float]]:
+    """The fused kernels' program row for the per-pixel op ``name`` at ``amount`` on an
+    ``height x width`` image: ``(opcode, parameters)`` (:mod:`pbmlx.kernels.adjust`). The
+    parameters are the constants of the op's formula above, rounded to float32 as the MLX
+    expression rounds them, so the kernel repeats the same float32 arithmetic."""
+    a = float(amount)
+    if name == "exposure":
+        return kern.OP_GAINS, [2.0**a] * 3
+    if name == "temperature":
+        k = TEMPERATURE_STOPS * a
+        return kern.OP_GAINS, [float(g) for g in _wb_gains((k, 0.0, -k))]
+    if name == "tint":
+        return kern.OP_GAINS, [float(g) for g in _wb_gains((0.0, -TINT_STOPS * a, 0.0))]
+    if name == "contrast":
+        return kern.OP_CONTRAST, [1.0 + a, 0.0]  # the mean luma is filled in when it runs
+    if name == "gamma":
+        return kern.OP_GAMMA, [2.0 ** (-a)]
+    if name == "fade":
+        lo, hi = FADE_BLACK * a, 1.0 - FADE_WHITE * a
+        return kern.OP_FADE, [lo, hi - lo]
+    matrices = {"saturation": _saturation_matrix, "hue": hue_matrix, "grayscale": _grayscale_matrix}
+    if name in matrices:
+        return kern.OP_MATRIX, [float(v) for v in _matrix_columns(matrices[name](a)).ravel()]
+    if name == "sepia":
+        return kern.OP_SEPIA, [*map(float, _matrix_columns(np.array(SEPIA)).ravel()), a]
+    if name == "vignette":
+        half_diag = math.hypot(width / 2.0, height / 2.0)
+        target = 0.0 if a > 0 else 1.0
+        return kern.OP_VIGNETTE, [abs(a), target, 0.5 - height / 2.0, 0.5 - width / 2.0, half_diag]
+    if name == "grain":
+        return kern.OP_GRAIN, [a * GRAIN_SIGMA * 4.0]
+    simple = {
+        "brightness": kern.OP_BRIGHTNESS,
+        "highlights": kern.OP_HIGHLIGHTS,
+        "shadows": kern.OP_SHADOWS,
+        "vibrance": kern.OP_VIBRANCE,
+        "invert": kern.OP_INVERT,
+    }
+    if name in simple:
+        return simple[name], [a]
+    raise ValueError(f"{name!r} is not a per-pixel op")
+
+
+def _check_image(img: Any) -> mx.array | np.ndarray:
+    """The image as the kernels take it: uint8 codes kept, floats as float32; a numpy array
+    stays numpy (the CPU kernel reads it in place), anything else must be an ``mx.array``."""
+    if not isinstance(img, (mx.array, np.ndarray)):
+        raise PbmlxError(
+            f"The adjust engine needs an mlx or numpy array image, got {type(img).__name__}."
+        )
     if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise PbmlxError(
             f"The adjust engine needs an (H, W, 3) RGB image, got shape {tuple(img.shape)}."
         )
+    if isinstance(img, np.ndarray):
+        if img.dtype == np.uint8:
+            return np.ascontiguousarray(img)
+        if not np.issubdtype(img.dtype, np.floating):
+            raise PbmlxError(
+                f"The adjust engine needs float values in [0, 1] or 8-bit codes, got dtype "
+                f"{img.dtype}."
+            )
+        return np.ascontiguousarray(img, dtype=np.float32)
+    if img.dtype == mx.uint8:
+        return img  # 8-bit codes: the kernels read them directly (value = code / 255)
     if not mx.issubdtype(img.dtype, mx.floating):
         raise PbmlxError(
-            f"The adjust engine needs float values in [0, 1], got dtype {img.dtype} "
-            "(divide 8-bit images by 255)."
+            f"The adjust engine needs float values in [0, 1] or 8-bit codes, got dtype {img.dtype}."
         )
     return img.astype(mx.float32)
 
@@ -449,26 +522,62 @@ def _check_step(i: int, step: Any) -> tuple[str, float]:
     return name, SPECS[name].clamp(float(amount))
 
 
-def apply_ops(img: mx.array, ops: Sequence[Mapping[str, Any]], *, seed: int = 0) -> mx.array:
+def apply_ops(
+    img: mx.array,
+    ops: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = 0,
+    out_dtype: mx.Dtype = mx.float32,
+) -> mx.array:
     """Apply a plan of ops in order: ``ops`` is a sequence of ``{"op": name, "amount": float}``.
 
-    Every step is checked before any work: an unknown name, a missing key or a non-finite amount
-    raises :class:`PbmlxError`; amounts outside the op's spec range are clamped to it
-    (``SPECS[name].clamp``); steps whose clamped amount is 0 are skipped (they are the identity).
-    Seeded ops (grain) use ``seed`` (two grain steps in one plan draw the same noise). The result is a lazy (H, W, 3) float32 array in [0, 1]:
-    evaluate it once.
+    ``img`` is (H, W, 3): float values in [0, 1] (any float dtype), or 8-bit codes (uint8;
+    value = code / 255), as an ``mx.array`` or a numpy array; the result is the same kind of
+    array (numpy in, numpy out: the CPU kernel then reads and writes numpy memory in place). Every step is checked before any work:
+    an unknown name, a missing key or a non-finite amount raises :class:`PbmlxError`; amounts
+    outside the op's spec range are clamped to it (``SPECS[name].clamp``); steps whose clamped
+    amount is 0 are skipped (they are the identity). Seeded ops (grain) use ``seed`` (two grain
+    steps in one plan draw the same noise).
+
+    Each run of consecutive per-pixel steps goes to one fused kernel call
+    (:func:`pbmlx.kernels.adjust.adjust_chain`: one pass per pixel), blur and sharpen to the
+    blur kernels; which implementation runs is the dispatchers' choice (``PBMLX_KERNELS=
+    reference`` forces the MLX-op definitions above). Returns ``out_dtype``: float32 values in
+    [0, 1], or uint8 codes ``round(clip(x) * 255)`` (written by the last kernel, so a 12 MP
+    photo never exists as float32 when 8-bit codes go in and come out). The result may be
+    lazy: evaluate it once.
     """
+    from pbmlx.kernels import adjust as kernels
+
     img = _check_image(img)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise PbmlxError(f"The adjust seed must be an integer in [0, 2**64), got {seed!r}.")
+    if out_dtype not in (mx.float32, mx.uint8):
+        raise PbmlxError(f"The adjust engine writes float32 or uint8, not {out_dtype}.")
     if isinstance(ops, (str, bytes, Mapping)):
         raise PbmlxError(f"An adjust plan must be a list of steps, got {type(ops).__name__}.")
     steps = [_check_step(i, step) for i, step in enumerate(ops)]
-    for name, amount in steps:
-        if amount == 0.0:
+    steps = [(name, amount) for name, amount in steps if amount != 0.0]
+    x, i = img, 0
+    while i < len(steps):
+        name, amount = steps[i]
+        if name in SPATIAL_OPS:
+            x = mx.array(x) if isinstance(x, np.ndarray) else x
+            h, w, _ = x.shape
+            if name == "blur":
+                x = kernels.gaussian_blur(x, amount / 100.0 * max(h, w), clip=True)
+            else:
+                x = kernels.unsharp(x, amount, SHARPEN_SIGMA)
+            i += 1
             continue
-        if name in SEEDED_OPS:
-            img = OPS[name](img, amount, seed=int(seed))
-        else:
-            img = OPS[name](img, amount)
-    return img
+        j = i
+        while j < len(steps) and steps[j][0] not in SPATIAL_OPS:
+            j += 1
+        last = j == len(steps)
+        x = kernels.adjust_chain(x, steps[i:j], int(seed), out_dtype if last else mx.float32)
+        i = j
+    if kernels.dtype_of(x) != out_dtype:  # no per-pixel step came last: a no-op program
+        x = kernels.adjust_chain(x, [], int(seed), out_dtype)
+    if isinstance(img, np.ndarray) and isinstance(x, mx.array):
+        return np.asarray(x)
+    return x
