@@ -292,8 +292,12 @@ def _run_turns(
         # Each turn gets its own seed so that e.g. grain twice is not the same noise twice.
         if engine == "adjust":
             before = _codes(x) if judging is not None else None
-            x = apply_ops(mx.array(x), p.ops, seed=seed + k)
-            mx.eval(x)
+            # 8-bit codes in (an 8-bit file's own samples) give 8-bit codes out of the last turn
+            # (what will be saved, quantized once); turns before it keep float values.
+            codes_out = _is_codes(rgb) and k == len(planned) - 1
+            x = apply_ops(
+                np.asarray(x), p.ops, seed=seed + k, out_dtype=mx.uint8 if codes_out else mx.float32
+            )
             choice = None
             if judging is not None:
                 from pbmlx.judge.retry import Attempt, choose_best
@@ -341,12 +345,20 @@ def _run_turns(
             result = choice.image
         x = result.rgb
         turns.append(Turn(p, engine, time.perf_counter() - t0, result, choice, judge_time[0]))
+    if _is_codes(x):
+        return x, turns
     return np.asarray(x, dtype=np.float32), turns
+
+
+def _is_codes(x: Any) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype == np.uint8
 
 
 def _codes(rgb: np.ndarray) -> np.ndarray:
     """Float RGB in [0, 1] as the 8-bit codes it will be saved as: the judge scores what the
     user gets (and the same verdict as ``pbmlx judge`` on a lossless copy of the output)."""
+    if _is_codes(rgb):
+        return rgb
     return np.clip(np.rint(np.asarray(rgb, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -360,6 +372,10 @@ def _pil_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _float_to_pil(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    if _is_codes(rgb):
+        if alpha is None:
+            return Image.fromarray(rgb, "RGB")
+        rgb = rgb / np.float32(255.0)
     arr = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=-1)
     u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
     return Image.fromarray(u8, "RGB" if alpha is None else "RGBA")
@@ -491,7 +507,11 @@ def edit_file(
     )  # fail before decoding, not after editing
     photo: Photo = read_image(input, max_pixels=max_pixels)
     t_load = time.perf_counter()
-    rgb, turns = _run_turns(photo.rgb, planned, seed, editor, options, judging, judge)
+    # An 8-bit colour file edited by the adjust engine alone stays in 8-bit codes from decode to
+    # encode (the kernels read and write them): no float32 copy of the photo is ever made.
+    adjust_only = all(engine == "adjust" for _, engine in planned) and planned
+    source = photo.codes if adjust_only and photo.codes is not None else photo.rgb
+    rgb, turns = _run_turns(source, planned, seed, editor, options, judging, judge)
     t_edit = time.perf_counter()
     written = write_image(photo, rgb, out_path, overwrite=overwrite)
     t_save = time.perf_counter()

@@ -4,7 +4,9 @@
 
 * ``Photo.rgb`` is float32 ``(H, W, 3)`` in [0, 1]: the file's integer code values divided by
   their maximum (255, or 65535 for 16-bit files), so ``round(rgb * 255)`` gives back the 8-bit
-  values exactly. Values stay encoded in the colour space of ``Photo.icc_profile`` (sRGB when it
+  values exactly. For 8-bit colour files ``Photo.codes`` holds those code values (uint8) and
+  ``rgb`` is made from them on first use, so an edit that works on the codes (the adjust
+  kernels read 8-bit codes) never holds the 4x larger float copy. Values stay encoded in the colour space of ``Photo.icc_profile`` (sRGB when it
   is ``None``); only CMYK is converted (to sRGB, through its embedded profile when it has one).
 * ``Photo.alpha`` is float32 ``(H, W)`` in [0, 1], or ``None`` when the file has no transparency.
 * Pixels are upright: the EXIF orientation is applied, and ``Photo.exif`` carries orientation 1.
@@ -61,7 +63,7 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct
 class Photo:
     """A decoded photo: upright pixels plus what :func:`pbmlx.save.write_image` needs to put back."""
 
-    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1], encoded in icc_profile's space (sRGB if None)
+    float_rgb: np.ndarray | None  # float32 (H, W, 3) in [0, 1]; None until `rgb` makes it
     alpha: np.ndarray | None  # float32 (H, W) in [0, 1]; None when the file has no transparency
     exif: bytes | None  # "Exif\0\0" + TIFF structure, orientation set to 1
     icc_profile: bytes | None  # an RGB profile, or a GRAY one when `gray` is True
@@ -71,14 +73,23 @@ class Photo:
     mode: str = "RGB"  # PIL mode of the file as opened ("L", "P", "CMYK", "I;16", ...)
     gray: bool = False  # the file stores a single grey channel (save keeps it grey if it still is)
     dpi: tuple[float, float] | None = None  # (x, y) in the upright orientation
+    codes: np.ndarray | None = None  # uint8 (H, W, 3) samples of an 8-bit colour file
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """float32 (H, W, 3) in [0, 1], encoded in icc_profile's space (sRGB if None)."""
+        if self.float_rgb is None:
+            assert self.codes is not None
+            self.float_rgb = np.divide(self.codes, np.float32(255.0), dtype=np.float32)
+        return self.float_rgb
 
     @property
     def height(self) -> int:
-        return self.rgb.shape[0]
+        return (self.codes if self.codes is not None else self.rgb).shape[0]
 
     @property
     def width(self) -> int:
-        return self.rgb.shape[1]
+        return (self.codes if self.codes is not None else self.rgb).shape[1]
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
@@ -222,14 +233,22 @@ def _decode(f: io.BufferedReader, path: Path, formats: list[str], max_pixels: in
         alpha = None if alpha is None else _orient(alpha, orientation)
         dpi = _dpi(im.info.get("dpi"), swap=orientation in (5, 6, 7, 8))
 
-    scale = np.float32(1.0 / maxval)
-    if values.ndim == 2:  # grey: one channel, shared by R, G and B
-        values = values[..., None]
-    rgb = np.empty((*values.shape[:2], 3), np.float32)
-    np.multiply(values, scale, out=rgb, casting="unsafe")  # broadcasts a grey channel to 3
+    # Divided (correctly rounded), not multiplied by 1 / maxval: the same float32 numbers as the
+    # kernels' code / 255 and numpy's codes / 255.0 (the reciprocal differs by 1 ulp for half of
+    # the codes).
+    scale = np.float32(maxval)
+    codes = rgb = None
+    if values.dtype == np.uint8 and values.ndim == 3:
+        codes = np.ascontiguousarray(values)  # rgb is made from these when first asked for
+    else:
+        if values.ndim == 2:  # grey: one channel, shared by R, G and B
+            values = values[..., None]
+        rgb = np.empty((*values.shape[:2], 3), np.float32)
+        np.divide(values, scale, out=rgb, casting="unsafe")  # broadcasts a grey channel to 3
     return Photo(
-        rgb=rgb,
-        alpha=None if alpha is None else np.multiply(alpha, scale, dtype=np.float32),
+        float_rgb=rgb,
+        codes=codes,
+        alpha=None if alpha is None else np.divide(alpha, scale, dtype=np.float32),
         exif=exif,
         icc_profile=icc,
         format=fmt,

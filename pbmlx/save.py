@@ -74,7 +74,8 @@ def write_image(
     overwrite: bool = False,
     alpha: np.ndarray | object | None = _FROM_PHOTO,
 ) -> Path:
-    """Write ``rgb`` (float (H, W, 3) in [0, 1]) to ``out_path`` with ``photo``'s metadata.
+    """Write ``rgb`` (float (H, W, 3) in [0, 1], or its 8-bit codes as uint8) to ``out_path``
+    with ``photo``'s metadata.
 
     ``alpha``: float (H, W) in [0, 1], ``None`` for none; by default ``photo.alpha`` (resized
     bilinearly if the edit changed the size). Returns the path written. See the module
@@ -138,9 +139,12 @@ def _checked_arrays(
     photo: Photo, rgb: np.ndarray, alpha: np.ndarray | object | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or not np.issubdtype(rgb.dtype, np.floating):
-        raise ValueError(f"rgb must be a float (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
-    if not np.isfinite(rgb).all():
+    codes = rgb.dtype == np.uint8
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or not (codes or np.issubdtype(rgb.dtype, np.floating)):
+        raise ValueError(
+            f"rgb must be a float or uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}"
+        )
+    if not codes and not np.isfinite(rgb).all():
         raise ValueError("rgb holds NaN or infinite values")
     if alpha is _FROM_PHOTO:
         alpha = photo.alpha
@@ -167,7 +171,12 @@ def _is_same_file(a: Path, b: Path) -> bool:
 
 
 def _quantise(x: np.ndarray, maxval: int) -> np.ndarray:
-    """round(clip(x, 0, 1) * maxval) as uint8 / uint16 (rounding, not truncation)."""
+    """round(clip(x, 0, 1) * maxval) as uint8 / uint16 (rounding, not truncation); 8-bit codes
+    (uint8 ``x``) are already that for ``maxval`` 255."""
+    if x.dtype == np.uint8:
+        if maxval == 255:
+            return x
+        x = x / np.float32(255.0)
     dtype = np.uint16 if maxval > 255 else np.uint8
     y = np.clip(x, 0.0, 1.0)  # a new array: the in-place steps below keep memory at one copy
     y *= maxval
@@ -179,6 +188,7 @@ def _encode(photo: Photo, rgb: np.ndarray, alpha: np.ndarray | None, fmt: str) -
     """The output file's bytes."""
     if fmt == "JPEG" and alpha is not None:
         if (alpha < 1).any():  # flatten onto white (JPEG has no alpha)
+            rgb = rgb / np.float32(255.0) if rgb.dtype == np.uint8 else rgb
             a = alpha[..., None]
             rgb = rgb * a + (1.0 - a)
         alpha = None
