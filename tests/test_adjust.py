@@ -28,6 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from pbmlx.kernels.dispatch import reference_only
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from scipy import ndimage
 from skimage import data
@@ -36,7 +37,6 @@ from pbmlx.adjust import ops
 from pbmlx.adjust.ops import OPS, apply_ops
 from pbmlx.adjust.specs import SPECS
 from pbmlx.errors import PbmlxError
-from pbmlx.kernels.dispatch import reference_only
 
 POINTWISE_TOL = 1e-5
 PHOTOS = ("astronaut", "chelsea", "coffee")

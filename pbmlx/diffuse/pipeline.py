@@ -42,6 +42,8 @@ import numpy as np
 
 from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER, Scheduler, make_scheduler
 from pbmlx.errors import PbmlxError
+from pbmlx.kernels.guidance import guided_step
+from pbmlx.kernels.image_io import from_model_output, to_model_input
 from pbmlx.models.clip_text import CLIPTextModel
 from pbmlx.models.tokenizer import CLIPTokenizer
 from pbmlx.models.unet import UNet2DConditionModel
@@ -340,13 +342,15 @@ class InstructPix2PixPipeline:
             u = sched.scale_model_input(x, i).astype(self.dtype)
             model_in = mx.concatenate([mx.concatenate([u, u, u], axis=0), conditioning], axis=-1)
             eps3 = self.unet(model_in, sched.timestep(i), text_states)  # (3, h, w, C)
-            eps = guide(eps3.astype(mx.float32), guidance, image_guidance)
-            if not sched.stochastic:
-                x = sched.step(eps, i, x)
-            elif noise is not None:
-                x = sched.step(eps, i, x, noise=noise.steps[i])
-            else:
-                x = sched.step(eps, i, x, key=step_keys[i])
+            # guide() then sched.step(), fused into one kernel where the backend has it.
+            step_noise = step_key = None
+            if sched.stochastic and noise is not None:
+                step_noise = noise.steps[i]
+            elif sched.stochastic:
+                step_key = step_keys[i]
+            x = guided_step(
+                eps3, x, sched, i, guidance, image_guidance, noise=step_noise, key=step_key
+            )
             yield x
 
     def decode(self, latents: mx.array, *, tiled: bool | None = None) -> mx.array:
@@ -359,7 +363,7 @@ class InstructPix2PixPipeline:
         z = z.astype(self.vae.decoder.conv_in.weight.dtype)
         tiled = self.low_memory if tiled is None else tiled
         image = self.decode_tiles(z) if tiled else self.vae.decode(z)
-        return mx.clip(image.astype(mx.float32) / 2 + 0.5, 0.0, 1.0)
+        return from_model_output(image)  # clip(image / 2 + 1/2, 0, 1) in float32
 
     def decode_tiles(
         self,
@@ -422,7 +426,7 @@ class InstructPix2PixPipeline:
         t1 = time.perf_counter()
         seconds["text_encode"] = t1 - t0
 
-        image_latents = self.encode_image(image.astype(mx.float32)[None] * 2 - 1)
+        image_latents = self.encode_image(to_model_input(image)[None])  # image * 2 - 1
         mx.eval(image_latents)
         t2 = time.perf_counter()
         seconds["image_encode"] = t2 - t1

@@ -188,6 +188,33 @@ def _noise_for(x: mx.array, key: mx.array | None, noise: mx.array | None) -> mx.
     return mx.random.normal(x.shape, dtype=mx.float32, key=key)
 
 
+@dataclass(frozen=True)
+class StepCoefficients:
+    """The scalars of one :meth:`Scheduler.step`, float32 values exactly as ``step`` uses them,
+    so that a fused kernel given them performs the same float32 operations (eps: the model
+    output, z: the noise, both elementwise).
+
+    ``family == "sigma"`` (Euler, Euler-Ancestral), ``values`` keys
+    ``sigma, dt, noise_std, x0_eps, x0_div``::
+
+        x0 = x0_eps * eps + x / x0_div
+        x' = x + (x - x0) / sigma * dt  [+ noise_std * z]
+
+    ``family == "ddim"``, keys
+    ``x0_x, x0_eps, x0_div, hat_eps, hat_x, clip, clip_range, a_x0, a_dir, noise_std``::
+
+        x0     = (x0_x * x - x0_eps * eps) / x0_div,  clamped to +-clip_range if clip != 0
+        eps^   = hat_eps * eps + hat_x * x
+        x'     = a_x0 * x0 + a_dir * eps^  [+ noise_std * z]
+
+    The bracketed term is added iff ``noise`` (then ``step`` needs ``key=`` or ``noise=``).
+    """
+
+    family: str
+    values: dict[str, float]
+    noise: bool
+
+
 _S = TypeVar("_S", bound="Scheduler")
 
 
@@ -240,6 +267,10 @@ class Scheduler:
     ) -> mx.array:
         raise NotImplementedError
 
+    def step_coefficients(self, step_index: int) -> StepCoefficients:
+        """The per-step scalars of :meth:`step` (see :class:`StepCoefficients`)."""
+        raise NotImplementedError
+
     def timestep(self, step_index: int) -> float:
         """The timestep the model is conditioned on at ``step_index``."""
         self._check_index(step_index)
@@ -288,13 +319,33 @@ class _SigmaScheduler(Scheduler):
         s = self.sigmas[step_index]
         return x / float(np.sqrt(s * s + np.float32(1)))
 
+    def _x0_coefficients(self, sigma: np.float32) -> tuple[np.float32, np.float32]:
+        """(c_eps, c_div) with the predicted x0 = c_eps * eps + x / c_div (float32)."""
+        if self.config.prediction_type == "epsilon":
+            return -sigma, np.float32(1)
+        # v-prediction: x0 = -sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)
+        s2p1 = sigma * sigma + np.float32(1)
+        return -sigma / np.sqrt(s2p1), s2p1
+
     def _denoised(self, eps: mx.array, sigma: np.float32, x: mx.array) -> mx.array:
         """Predicted x0 at noise level sigma (the model output is eps or v)."""
         if self.config.prediction_type == "epsilon":
+            # = c_eps * eps + x / 1 to the bit (negation and division by 1 are exact).
             return x - float(sigma) * eps
-        # v-prediction: x0 = -sigma / sqrt(sigma^2 + 1) * v + x / (sigma^2 + 1)
-        s2p1 = sigma * sigma + np.float32(1)
-        return eps * float(-sigma / np.sqrt(s2p1)) + x / float(s2p1)
+        c_eps, c_div = self._x0_coefficients(sigma)
+        return eps * float(c_eps) + x / float(c_div)
+
+    def _step_sigmas(self, step_index: int) -> tuple[np.float32, np.float32, np.float32]:
+        """(sigma, the sigma the deterministic part steps to, std of the added noise)."""
+        raise NotImplementedError
+
+    def step_coefficients(self, step_index: int) -> StepCoefficients:
+        self._check_index(step_index)
+        sigma, target, up = self._step_sigmas(step_index)
+        c_eps, c_div = self._x0_coefficients(sigma)
+        values = {"sigma": sigma, "dt": target - sigma, "noise_std": up}
+        values |= {"x0_eps": c_eps, "x0_div": c_div}
+        return StepCoefficients("sigma", {k: float(v) for k, v in values.items()}, bool(up > 0))
 
 
 class EulerAncestralScheduler(_SigmaScheduler):
@@ -312,6 +363,14 @@ class EulerAncestralScheduler(_SigmaScheduler):
     name = "euler_a"
     stochastic = True
 
+    def _step_sigmas(self, step_index: int) -> tuple[np.float32, np.float32, np.float32]:
+        """(sigma, sigma_down, sigma_up), float32."""
+        sigma, sigma_next = self.sigmas[step_index], self.sigmas[step_index + 1]
+        s2, n2 = sigma * sigma, sigma_next * sigma_next
+        sigma_up = np.sqrt(n2 * (s2 - n2) / s2)
+        sigma_down = np.sqrt(max(n2 - sigma_up * sigma_up, np.float32(0)))
+        return sigma, sigma_down, sigma_up
+
     def step(
         self,
         eps: mx.array,
@@ -322,10 +381,7 @@ class EulerAncestralScheduler(_SigmaScheduler):
         noise: mx.array | None = None,
     ) -> mx.array:
         self._check_index(step_index)
-        sigma, sigma_next = self.sigmas[step_index], self.sigmas[step_index + 1]
-        s2, n2 = sigma * sigma, sigma_next * sigma_next
-        sigma_up = np.sqrt(n2 * (s2 - n2) / s2)
-        sigma_down = np.sqrt(max(n2 - sigma_up * sigma_up, np.float32(0)))
+        sigma, sigma_down, sigma_up = self._step_sigmas(step_index)
 
         x = x.astype(mx.float32)
         x0 = self._denoised(eps, sigma, x)
@@ -344,6 +400,10 @@ class EulerScheduler(_SigmaScheduler):
 
     name = "euler"
 
+    def _step_sigmas(self, step_index: int) -> tuple[np.float32, np.float32, np.float32]:
+        """(sigma, sigma_next, 0), float32."""
+        return self.sigmas[step_index], self.sigmas[step_index + 1], np.float32(0)
+
     def step(
         self,
         eps: mx.array,
@@ -354,7 +414,7 @@ class EulerScheduler(_SigmaScheduler):
         noise: mx.array | None = None,
     ) -> mx.array:
         self._check_index(step_index)
-        sigma, sigma_next = self.sigmas[step_index], self.sigmas[step_index + 1]
+        sigma, sigma_next, _ = self._step_sigmas(step_index)
         x = x.astype(mx.float32)
         x0 = self._denoised(eps, sigma, x)
         derivative = (x - x0) / float(sigma)
@@ -403,6 +463,42 @@ class DDIMScheduler(Scheduler):
         self._check_index(step_index)
         return x
 
+    def _step_scalars(self, step_index: int) -> dict[str, np.float32]:
+        """sqrt(a), sqrt(1 - a), sqrt(a'), sqrt(1 - a' - std^2) and std, float32."""
+        t = int(self.timesteps[step_index])
+        # diffusers steps back by N // n whatever the spacing; kept for parity.
+        t_prev = t - self.config.num_train_timesteps // self.num_inference_steps
+        a = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[t_prev] if t_prev >= 0 else self.final_alpha_cumprod
+        b, b_prev = np.float32(1) - a, np.float32(1) - a_prev
+        variance = (b_prev / b) * (np.float32(1) - a / a_prev)
+        std = np.float32(self.eta) * np.sqrt(variance)
+        return {
+            "sqrt_a": np.sqrt(a),
+            "sqrt_b": np.sqrt(b),
+            "sqrt_a_prev": np.sqrt(a_prev),
+            "c_dir": np.sqrt(np.float32(1) - a_prev - std * std),
+            "std": std,
+        }
+
+    def step_coefficients(self, step_index: int) -> StepCoefficients:
+        self._check_index(step_index)
+        s = self._step_scalars(step_index)
+        one, zero = np.float32(1), np.float32(0)
+        if self.config.prediction_type == "epsilon":  # x0 = (x - sqrt_b eps) / sqrt_a, eps^ = eps
+            x0 = {"x0_x": one, "x0_eps": s["sqrt_b"], "x0_div": s["sqrt_a"]}
+            hat = {"hat_eps": one, "hat_x": zero}
+        else:  # x0 = sqrt_a x - sqrt_b v, eps^ = sqrt_a v + sqrt_b x
+            x0 = {"x0_x": s["sqrt_a"], "x0_eps": s["sqrt_b"], "x0_div": one}
+            hat = {"hat_eps": s["sqrt_a"], "hat_x": s["sqrt_b"]}
+        clip = {
+            "clip": float(self.config.clip_sample),
+            "clip_range": float(np.float32(self.config.clip_sample_range)),
+        }
+        update = {"a_x0": s["sqrt_a_prev"], "a_dir": s["c_dir"], "noise_std": s["std"]}
+        values = {k: float(v) for k, v in (x0 | hat | clip | update).items()}
+        return StepCoefficients("ddim", values, self.eta > 0)
+
     def step(
         self,
         eps: mx.array,
@@ -413,30 +509,23 @@ class DDIMScheduler(Scheduler):
         noise: mx.array | None = None,
     ) -> mx.array:
         self._check_index(step_index)
-        t = int(self.timesteps[step_index])
-        # diffusers steps back by N // n whatever the spacing; kept for parity.
-        t_prev = t - self.config.num_train_timesteps // self.num_inference_steps
-        a = self.alphas_cumprod[t]
-        a_prev = self.alphas_cumprod[t_prev] if t_prev >= 0 else self.final_alpha_cumprod
-        b, b_prev = np.float32(1) - a, np.float32(1) - a_prev
+        s = self._step_scalars(step_index)
 
         x = x.astype(mx.float32)
         if self.config.prediction_type == "epsilon":
-            x0 = (x - float(np.sqrt(b)) * eps) / float(np.sqrt(a))
+            x0 = (x - float(s["sqrt_b"]) * eps) / float(s["sqrt_a"])
             eps_hat = eps
         else:  # v-prediction
-            x0 = float(np.sqrt(a)) * x - float(np.sqrt(b)) * eps
-            eps_hat = float(np.sqrt(a)) * eps + float(np.sqrt(b)) * x
+            x0 = float(s["sqrt_a"]) * x - float(s["sqrt_b"]) * eps
+            eps_hat = float(s["sqrt_a"]) * eps + float(s["sqrt_b"]) * x
         if self.config.clip_sample:
             r = self.config.clip_sample_range
             x0 = mx.clip(x0, -r, r)
 
-        variance = (b_prev / b) * (np.float32(1) - a / a_prev)
-        std = np.float32(self.eta) * np.sqrt(variance)
-        direction = float(np.sqrt(np.float32(1) - a_prev - std * std)) * eps_hat
-        x_prev = float(np.sqrt(a_prev)) * x0 + direction
+        direction = float(s["c_dir"]) * eps_hat
+        x_prev = float(s["sqrt_a_prev"]) * x0 + direction
         if self.eta > 0:
-            x_prev = x_prev + float(std) * _noise_for(x, key, noise)
+            x_prev = x_prev + float(s["std"]) * _noise_for(x, key, noise)
         return x_prev.astype(eps.dtype)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from pbmlx.errors import PbmlxError
 from pbmlx.kernels import cpu as cpu_kernels
+from pbmlx.kernels import norm as kernel_norm
 from pbmlx.models.layers import Conv2d, Linear
 
 # Options of diffusers' UNet2DConditionModel that change the network in ways this
@@ -259,8 +260,8 @@ class GroupNorm(nn.Module):
         self.bias = mx.zeros((channels,))
 
     def __call__(self, x: mx.array, act: Callable[[mx.array], mx.array] | None = None) -> mx.array:
-        """``act(group_norm(x))``; SiLU is fused into the CPU kernel."""
-        return cpu_kernels.group_norm(x, self.weight, self.bias, self.groups, self.eps, act)
+        """``act(group_norm(x))``; SiLU is fused into the kernels (pbmlx.kernels.norm)."""
+        return kernel_norm.group_norm(x, self.weight, self.bias, self.groups, self.eps, act)
 
 
 class ResnetBlock2D(nn.Module):

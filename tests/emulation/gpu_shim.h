@@ -215,12 +215,14 @@ extern "C" __attribute__((weak)) unsigned short __gnu_f2h_ieee(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return static_cast<unsigned short>(sign | 0x7e00u | (ax >> 13));  // NaN
+  if (ax > 0x7f800000u)  // NaN: quiet, payload's top bits kept
+    return static_cast<unsigned short>(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
   if (ax >= 0x477ff000u) return static_cast<unsigned short>(sign | 0x7c00u);  // >= 65520: inf
   if (ax < 0x38800000u) {  // below 2^-14: a subnormal half, in units of 2^-24 (exact scaling)
     float a;
     std::memcpy(&a, &ax, 4);
-    return static_cast<unsigned short>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
+    const uint32_t m = static_cast<uint32_t>(std::nearbyint(a * 16777216.0f));  // ties: even
+    return static_cast<unsigned short>(sign | m);
   }
   // Normal: drop 13 mantissa bits rounding to nearest even, rebias the exponent (127 -> 15).
   const uint32_t r = (ax + 0xfffu + ((ax >> 13) & 1u)) >> 13;
