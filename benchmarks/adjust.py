@@ -7,7 +7,8 @@ The photo is skimage's ``coffee`` (600 x 400) resized with Lanczos to ~1 MP (122
 
 - ``pbmlx``: the engine alone, an evaluated (H, W, 3) float32 ``mx.array`` in and out;
 - ``pbmlx e2e``: what a user of PIL would compare with: 8-bit PIL image in, 8-bit PIL image out
-  (``np.asarray`` -> ``mx.array`` -> ``/ 255`` -> ops -> ``* 255`` rounded -> ``Image.fromarray``);
+  (``np.asarray`` -> ``apply_ops(codes, plan, out_dtype=uint8)`` -> ``Image.fromarray``: the
+  8-bit codes go to the fused kernels and come back, as in ``pbmlx edit``);
 - ``PIL``: the equivalent PIL call where one exists (ImageEnhance.Contrast / Color,
   ImageOps.grayscale / invert, ImageFilter.GaussianBlur / UnsharpMask), on the 8-bit image.
 
@@ -122,9 +123,7 @@ def engine(img: mx.array, plan: list[dict]) -> mx.array:
 
 
 def end_to_end(im: Image.Image, plan: list[dict]) -> Image.Image:
-    x = mx.array(np.asarray(im)).astype(mx.float32) / 255.0
-    out = mx.round(apply_ops(x, plan, seed=0) * 255.0).astype(mx.uint8)
-    return Image.fromarray(np.array(out))
+    return Image.fromarray(apply_ops(np.asarray(im), plan, seed=0, out_dtype=mx.uint8))
 
 
 def photo(width: int, height: int) -> Image.Image:

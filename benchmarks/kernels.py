@@ -277,15 +277,15 @@ def main() -> None:
     load = os.getloadavg()
     print(f"backend {dispatch.device_backend()}, copy bandwidth {peak / 1e9:.1f} GB/s, "
           f"load average {load[0]:.2f}")  # fmt: skip
-    print(f"{'kernel':48} {'kernel ms':>10} {'ref ms':>9} {'ratio':>6} {'GB/s':>6} {'of peak':>8}")
+    print(f"{'kernel':56} {'kernel ms':>10} {'ref ms':>9} {'ratio':>6} {'GB/s':>6} {'of peak':>8}")
     for r in kernels:
         if "kernel_ms" in r:
             print(
-                f"{r['kernel']:48} {r['kernel_ms']:10.2f} {r['reference_ms']:9.2f} "
+                f"{r['kernel']:56} {r['kernel_ms']:10.2f} {r['reference_ms']:9.2f} "
                 f"{r['ratio']:6.2f} {r['gb_s']:6.1f} {r['of_peak']:8.0%}"
             )
         else:
-            print(f"{r['kernel']:48} {'reference':>10} {r['reference_ms']:9.2f}")
+            print(f"{r['kernel']:56} {'reference':>10} {r['reference_ms']:9.2f}")
     print(f"\n{'adjust stage vs PIL (8-bit in and out)':40} {'MP':>5} {'pbmlx ms':>9} "
           f"{'PIL ms':>8} {'ratio':>6} {'with conv.':>11}")  # fmt: skip
     for r in pil:

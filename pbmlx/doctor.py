@@ -44,6 +44,15 @@ def doctor(*, gemm_size: int = backend.GEMM_SIZE) -> dict:
         ),
     }
     report["gemm_vs_numpy"] = round(report["gemm_gflops"] / report["numpy_gemm_gflops"], 3)
+    from pbmlx.kernels import cpu, dispatch
+
+    cpu_info = cpu.info()
+    # Which implementation the kernel dispatchers pick here (pbmlx.kernels.dispatch.choose).
+    report["kernels"] = {
+        "implementation": dispatch.choose(),
+        "cpu_kernels": cpu_info.available,
+        "cpu_kernels_reason": cpu_info.reason,
+    }
     return report
 
 
@@ -58,6 +67,11 @@ def _print_human(r: dict) -> None:
         f"(NumPy {r['numpy_gemm_gflops']:.1f}, ratio {r['gemm_vs_numpy']:.2f})"
     )
     print(f"half models  compute in {r['half_precision_models_compute_in']}")
+    k = r["kernels"]
+    cpu_kernels = "built" if k["cpu_kernels"] else "not built"
+    print(
+        f"kernels      {k['implementation']} (CPU kernels {cpu_kernels}: {k['cpu_kernels_reason']})"
+    )
     print(f"python       {r['python']} on {r['platform']}")
     for name, v in r["versions"].items():
         print(f"{name:<12} {v or 'not installed'}")
