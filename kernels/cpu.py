@@ -303,6 +303,26 @@ def _out(shape: Sequence[int], dtype: mx.Dtype = mx.float32) -> tuple[mx.array, 
     return out, view
 
 
+def _grad_by(reference: Callable[..., mx.array], kernel: Callable[..., mx.array], *arrays):
+    """``kernel(*arrays)``, differentiated as ``reference(*arrays)``.
+
+    A kernel reads its inputs' memory and writes a fresh array, so it is not in MLX's graph:
+    under ``mx.grad`` / ``value_and_grad`` (which evaluate eagerly, so the kernel still runs)
+    its output would carry no gradient and training would silently learn nothing. As an
+    ``mx.custom_function`` whose vector-Jacobian product is the reference's, the forward value
+    is the kernel's and the gradient the definition's.
+    """
+    fn = mx.custom_function(kernel)
+
+    @fn.vjp
+    def _vjp(primals, cotangent, output):
+        single = isinstance(primals, mx.array)  # MLX passes one primal bare, several as a tuple
+        grads = mx.vjp(reference, [primals] if single else list(primals), [cotangent])[1]
+        return grads[0] if single else tuple(grads)
+
+    return fn(*arrays)
+
+
 def _ptr(a: mx.array | np.ndarray) -> int:
     return np.asarray(a).ctypes.data
 
@@ -364,14 +384,14 @@ def silu(x: mx.array) -> mx.array:
     """``x * sigmoid(x)`` (reference: ``mlx.nn.silu``)."""
     if x.size < MIN_KERNEL or not _usable(x) or (ready := _ready(x)) is None:
         return nn.silu(x)
-    return _unary(_LIB.pb_silu, ready[0])
+    return _grad_by(nn.silu, lambda x: _unary(_LIB.pb_silu, x), ready[0])
 
 
 def gelu(x: mx.array) -> mx.array:
     """Exact GELU (reference: :func:`gelu_reference`)."""
     if x.size < MIN_KERNEL or not _usable(x) or (ready := _ready(x)) is None:
         return gelu_reference(x)
-    return _unary(_LIB.pb_gelu, ready[0])
+    return _grad_by(gelu_reference, lambda x: _unary(_LIB.pb_gelu, x), ready[0])
 
 
 def _unary(fn, x: mx.array) -> mx.array:
@@ -392,7 +412,10 @@ def geglu(h: mx.array) -> mx.array:
     :func:`geglu_reference`); ``(..., 2 n) -> (..., n)``."""
     if h.size < MIN_KERNEL or not _usable(h) or (ready := _ready(h)) is None:
         return geglu_reference(h)
-    h = ready[0]
+    return _grad_by(geglu_reference, _geglu_kernel, ready[0])
+
+
+def _geglu_kernel(h: mx.array) -> mx.array:
     inner = h.shape[-1] // 2
     rows = h.size // (2 * inner)
     out, view = _out((*h.shape[:-1], inner))
@@ -427,11 +450,25 @@ def group_norm(
     ):
         y = group_norm_reference(x, weight, bias, groups, eps)
         return act(y) if act is not None else y
-    x, weight, bias = ready
+    fused = act is silu
+
+    def reference(x, weight, bias):
+        y = group_norm_reference(x, weight, bias, groups, eps)
+        return nn.silu(y) if fused else y
+
+    def kernel(x, weight, bias):
+        return _group_norm_kernel(x, weight, bias, groups, eps, fused)
+
+    out = _grad_by(reference, kernel, *ready)
+    return out if fused or act is None else act(out)
+
+
+def _group_norm_kernel(
+    x: mx.array, weight: mx.array, bias: mx.array, groups: int, eps: float, fused: bool
+) -> mx.array:
     B, C = x.shape[0], x.shape[-1]
     HW = x.size // (B * C)
     out, view = _out(x.shape)
-    fused = act is silu
     xp, wp, bp, yp = _ptr(x), _ptr(weight), _ptr(bias), view.ctypes.data
     chunks = _group_chunks(B, groups)
     nbytes = 16 * C  # 2 doubles per channel
@@ -448,18 +485,29 @@ def group_norm(
             )  # fmt: skip
 
     _parallel(run, B * chunks, x.size)
-    return out if fused or act is None else act(out)
+    return out
 
 
 def attention(
     q: mx.array, k: mx.array, v: mx.array, heads: int, scale: float | None = None
 ) -> mx.array:
     """Multi-head softmax attention (reference: :func:`attention_reference`, same contract)."""
-    B, L, D = q.shape
+    B, L, _ = q.shape
     S = k.shape[1]
     if B * L * S * heads < MIN_KERNEL or not _usable(q, k, v) or (ready := _ready(q, k, v)) is None:
         return attention_reference(q, k, v, heads, scale)
-    q, k, v = ready
+    return _grad_by(
+        lambda q, k, v: attention_reference(q, k, v, heads, scale),
+        lambda q, k, v: _attention_kernel(q, k, v, heads, scale),
+        *ready,
+    )
+
+
+def _attention_kernel(
+    q: mx.array, k: mx.array, v: mx.array, heads: int, scale: float | None
+) -> mx.array:
+    B, L, D = q.shape
+    S = k.shape[1]
     d = D // heads
     scale = d**-0.5 if scale is None else scale
     out, view = _out(q.shape)
@@ -592,13 +640,15 @@ def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.ar
         or (ready := _ready(x, *params)) is None
     ):
         return linear_reference(x, weight, bias)
-    x, weight, *rest = ready
-    out, view = _out((*x.shape[:-1], N))
-    with _blas_single_threaded(blas):
-        _gemm(
-            blas, _ptr(x), M, K, _ptr(weight), N, view.ctypes.data, _ptr(rest[0]) if rest else None
-        )
-    return out
+
+    def kernel(x, weight, *rest):
+        out, view = _out((*x.shape[:-1], N))
+        with _blas_single_threaded(blas):
+            y = view.ctypes.data
+            _gemm(blas, _ptr(x), M, K, _ptr(weight), N, y, _ptr(rest[0]) if rest else None)
+        return out
+
+    return _grad_by(lambda x, w, *b: linear_reference(x, w, *b), kernel, *ready)
 
 
 def conv2d_reference(
@@ -630,7 +680,18 @@ def conv2d(
         or (ready := _ready(x, *params)) is None
     ):
         return conv2d_reference(x, weight, bias, stride, padding)
-    x, weight, *rest = ready
+    return _grad_by(
+        lambda x, w, *b: conv2d_reference(x, w, b[0] if b else None, stride, padding),
+        lambda x, w, *b: _conv2d_kernel(blas, x, w, b, stride, padding),
+        *ready,
+    )
+
+
+def _conv2d_kernel(blas, x, weight, rest, stride: int, padding: int) -> mx.array:
+    B, H, W, C = x.shape
+    Cout, kh, kw, _ = weight.shape
+    Ho, Wo = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
+    M, K = B * Ho * Wo, kh * kw * C
     out, view = _out((B, Ho, Wo, Cout))
     xp, wp, yp = _ptr(x), _ptr(weight), view.ctypes.data
     bp = _ptr(rest[0]) if rest else None

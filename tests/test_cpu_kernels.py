@@ -351,3 +351,48 @@ def test_kernels_compile_for_apple_silicon_cpus(tmp_path):
     header = obj.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and header[4] == 2  # 64-bit ELF
     assert struct.unpack("<H", header[18:20])[0] == EM_AARCH64
+
+
+def test_gradients_through_the_kernels_are_the_references() -> None:
+    """The kernels write arrays outside MLX's graph; under ``mx.grad`` they must still carry
+    the reference's gradient (as custom functions), not silently none. float32: the
+    vector-Jacobian products are the references' own, so the only difference is the forward
+    values they are evaluated at (~1e-7 relative)."""
+    if not cpu.info().available:
+        pytest.skip(cpu.info().reason)
+    import mlx.nn as nn
+
+    r = np.random.default_rng(0)
+
+    def a(*shape):
+        return mx.array(r.standard_normal(shape).astype(np.float32))
+
+    cases = [
+        (cpu.silu, nn.silu, (a(4096, 8),)),
+        (cpu.gelu, cpu.gelu_reference, (a(4096, 8),)),
+        (cpu.geglu, cpu.geglu_reference, (a(512, 64),)),
+        (
+            lambda x, w, b: cpu.group_norm(x, w, b, 4, 1e-5, act=cpu.silu),
+            lambda x, w, b: nn.silu(cpu.group_norm_reference(x, w, b, 4, 1e-5)),
+            (a(2, 32, 32, 16), a(16), a(16)),
+        ),
+        (
+            lambda q, k, v: cpu.attention(q, k, v, 2),
+            lambda q, k, v: cpu.attention_reference(q, k, v, 2),
+            (a(2, 128, 16), a(2, 128, 16), a(2, 128, 16)),
+        ),
+        (cpu.linear, cpu.linear_reference, (a(4096, 32), a(48, 32), a(48))),
+        (
+            lambda x, w, b: cpu.conv2d(x, w, b, 1, 1),
+            lambda x, w, b: cpu.conv2d_reference(x, w, b, 1, 1),
+            (a(2, 32, 32, 8), a(16, 3, 3, 8), a(16)),
+        ),
+    ]
+    for kernel, reference, args in cases:
+        nums = list(range(len(args)))
+        got = mx.grad(lambda *x, f=kernel: (f(*x) ** 2).sum(), argnums=nums)(*args)
+        want = mx.grad(lambda *x, f=reference: (f(*x) ** 2).sum(), argnums=nums)(*args)
+        for g, w in zip(got, want, strict=True):
+            scale = float(mx.abs(w).max())
+            assert scale > 0
+            assert float(mx.abs(g - w).max()) <= 1e-5 * scale
