@@ -29,10 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pbmlx import doctor, flow
+    from pbmlx import doctor, evaluate, flow
     from pbmlx.convert import cli as convert_cli
     from pbmlx.convert.coreml import cli as coreml_cli
     from pbmlx.judge import command as judge_command
+    from pbmlx.train import command as train_command
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pbmlx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (flow, judge_command, convert_cli, coreml_cli, doctor):
+    for module in (flow, judge_command, convert_cli, coreml_cli, train_command, evaluate, doctor):
         module.add_parser(sub, parents=[common])
     return parser
 

@@ -5,21 +5,20 @@ edit that passed the dataset's judge and one or more failed attempts. For every 
 rejected) pair, the local judge agrees when it scores the passed edit strictly higher (ties
 count half). Reported: pairwise accuracy overall, per edit type and per criterion.
 
-Record fields (see the reference notes; matched tolerantly):
+Records are read by :func:`pbmlx.data.read_preference` (streamed; see :mod:`pbmlx.data` for
+where files are looked for): the source photo (``local_input_image``, else the
+``open_image_input_url`` found under ``--images`` by its path or file name, or in an Open Images
+copy given as ``sources``), ``output_image`` (the passed edit) and ``rejected_images`` (a path or a
+list), relative to ``--images``. The instruction is ``summarized_text`` (short, as a person would
+write it; CLIP reads at most 77 tokens) unless ``--instruction text`` picks the long ``text``.
+Edit types are grouped by :func:`pbmlx.data.edit_type_key` of their canonical name (the
+release's spellings match case- and punctuation-insensitively) and passed to the judge (it tells
+local from global edits).
 
-* source: ``local_input_image`` (a path, absolute or relative to ``--images``), else
-  ``open_image_input_url``, looked up locally as ``--images/<url path>`` or
-  ``--images/<file name>`` (nothing is downloaded);
-* ``output_image``: the passed edit, relative to ``--images`` (or its file name there);
-* ``rejected_images``: a path or a list of paths, likewise;
-* instruction: ``summarized_text`` (short, as a person would write it; CLIP reads at most 77
-  tokens) unless ``--instruction text`` picks the long ``text``;
-* ``edit_type``: grouped case- and punctuation-insensitively, and passed to the judge (it
-  tells local from global edits).
-
-A record whose files are missing is skipped and counted by reason, never guessed at. When a
-verdict is partial (no CLIP for a generative edit), pairs are ranked by the labelled partial
-overall, and the report counts how many pairs that was.
+A record whose files are missing is skipped and counted by reason, never guessed at; a line that
+is not a JSON object refuses the whole file (a benchmark over a damaged file would mislead).
+When a verdict is partial (no CLIP for a generative edit), pairs are ranked by the labelled
+partial overall, and the report counts how many pairs that was.
 
 ``--fit-clip FILE`` (with a CLIP ``--model``) also fits the CLIP compliance map on the
 CLIP-scored verdicts (passed edits labelled 1, rejected 0; :func:`fit_clip_map`), reports its
@@ -32,108 +31,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from pbmlx.data import ReadStats, edit_type_key, read_preference
 from pbmlx.errors import PbmlxError
 from pbmlx.judge.verdict import CRITERIA, DEFAULT_THRESHOLD
 
-INSTRUCTION_KEYS = {"summarized": ("summarized_text", "text"), "text": ("text", "summarized_text")}
-
-
-@dataclass(frozen=True)
-class BenchRecord:
-    line: int
-    edit_type: str
-    instruction: str
-    source: Path
-    passed: Path
-    rejected: list[Path]
-
-
-def edit_type_key(value: Any) -> str:
-    """A grouping key for an edit type: lower case, words only ("Add a new object" ->
-    "add a new object", "add_new-object" -> "add new object")."""
-    return re.sub(r"[^a-z0-9]+", " ", str(value or "unknown").lower()).strip() or "unknown"
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a bad line raises PbmlxError naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PbmlxError(f"Preference file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PbmlxError(f"Preference file {path} is not readable text ({e}).") from None
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PbmlxError(f"Preference file {path} line {i} is not JSON ({e.msg}).") from None
-        if not isinstance(obj, dict):
-            raise PbmlxError(f"Preference file {path} line {i} is not a JSON object.")
-        out.append((i, obj))
-    return out
-
-
-def _find(images: Path, value: Any) -> Path | None:
-    """A local file for a record's path or URL value, or None."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    value = value.strip()
-    if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
-        rel = urlparse(value).path.lstrip("/")
-    else:
-        p = Path(value)
-        if p.is_absolute():
-            return p if p.is_file() else None
-        rel = value
-    for cand in (images / rel, images / Path(rel).name):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def resolve(
-    line: int, rec: dict, images: Path, instruction: str = "summarized"
-) -> BenchRecord | str:
-    """The record's local files and fields, or the reason it is skipped."""
-    src = _find(images, rec.get("local_input_image")) or _find(
-        images, rec.get("open_image_input_url")
-    )
-    if src is None:
-        return "source image not found locally"
-    passed = _find(images, rec.get("output_image"))
-    if passed is None:
-        return "passed edit (output_image) not found"
-    rej = rec.get("rejected_images")
-    rej_list = [rej] if isinstance(rej, str) else list(rej) if isinstance(rej, list) else []
-    if not rej_list:
-        return "no rejected_images"
-    rejected = [_find(images, r) for r in rej_list]
-    if any(r is None for r in rejected):
-        return "a rejected image not found"
-    text = next(
-        (
-            rec[k]
-            for k in INSTRUCTION_KEYS[instruction]
-            if isinstance(rec.get(k), str) and rec[k].strip()
-        ),
-        None,
-    )
-    if text is None:
-        return "no instruction text"
-    return BenchRecord(
-        line, edit_type_key(rec.get("edit_type")), text.strip(), src, passed, rejected
-    )  # type: ignore[arg-type]
+# The instruction fields judge-bench offers (pbmlx.data's "both" would judge each record twice).
+INSTRUCTION_KEYS = ("summarized", "text")
 
 
 def _agree(a: float | None, b: float | None) -> float | None:
@@ -230,11 +139,14 @@ def judge_bench(
     threshold: float = DEFAULT_THRESHOLD,
     progress: bool = False,
     fit_clip: str | Path | None = None,
+    sources: str | Path | None = None,
 ) -> dict:
     """Judge every (passed, rejected) pair of a preference file; the report (see module doc).
 
-    With ``fit_clip``, also fit the CLIP compliance map and write it there (a new file; see
-    :func:`fit_clip_map`); the report gets ``clip_fit``.
+    ``limit``: only the first ``limit`` records of the file (used or skipped). ``sources``: an
+    Open Images folder for the source photos (:mod:`pbmlx.data.sources`). With ``fit_clip``,
+    also fit the CLIP compliance map and write it there (a new file; see :func:`fit_clip_map`);
+    the report gets ``clip_fit``.
     """
     from pbmlx.judge.core import Judge
     from pbmlx.judge.criteria import ClipCompliance
@@ -246,9 +158,16 @@ def judge_bench(
         raise PbmlxError(
             f"--instruction must be one of {', '.join(INSTRUCTION_KEYS)}, not {instruction!r}."
         )
-    records = read_jsonl(path)
-    if limit is not None:
-        records = records[:limit]
+    stats = ReadStats()
+    records = read_preference(
+        path,
+        images=images,
+        sources=sources,
+        instruction=instruction,
+        stats=stats,
+        strict=True,
+        read_limit=limit,
+    )
     fit_path = Path(fit_clip) if fit_clip is not None else None
     if fit_path is not None:
         if fit_path.exists():
@@ -270,22 +189,19 @@ def judge_bench(
         clip_cases.append(ClipCase(record, label, dict(d["raw"])))
         return len(clip_cases) - 1
 
-    skipped: dict[str, int] = {}
     by_type: dict[str, list[float]] = {}
     by_crit: dict[str, list[float]] = {c: [] for c in CRITERIA}
     scores: list[float] = []
     partial_pairs = 0
     used = 0
-    for n, (line, rec) in enumerate(records, 1):
-        r = resolve(line, rec, images, instruction)
-        if isinstance(r, str):
-            skipped[r] = skipped.get(r, 0) + 1
-            continue
+    for r in records:
+        n = stats.read  # the record's number in the file (blank lines aside): held-out halves
         used += 1
-        good = judge(r.source, r.passed, r.instruction, edit_type=r.edit_type)
+        edit_type = edit_type_key(r.edit_type)
+        good = judge(r.source, r.output, r.instruction, edit_type=edit_type)
         g = clip_case(good, n, 1)
         for rej in r.rejected:
-            bad = judge(r.source, rej, r.instruction, edit_type=r.edit_type)
+            bad = judge(r.source, rej, r.instruction, edit_type=edit_type)
             b = clip_case(bad, n, 0)
             if g is not None and b is not None:
                 clip_pairs.append((n, g, b))
@@ -293,13 +209,13 @@ def judge_bench(
             s = _agree(good.rank_score, bad.rank_score)
             assert s is not None
             scores.append(s)
-            by_type.setdefault(r.edit_type, []).append(s)
+            by_type.setdefault(edit_type, []).append(s)
             for c in CRITERIA:
                 a = _agree(getattr(good, c), getattr(bad, c))
                 if a is not None:
                     by_crit[c].append(a)
         if progress:
-            sys.stderr.write(f"\rjudge-bench: {n}/{len(records)} records, {len(scores)} pairs")
+            sys.stderr.write(f"\rjudge-bench: {n} records read, {used} used, {len(scores)} pairs")
     if progress:
         sys.stderr.write("\n")
 
@@ -332,9 +248,9 @@ def judge_bench(
 
     return {
         "file": str(path),
-        "records": len(records),
+        "records": stats.read,
         "used": used,
-        "skipped": skipped,
+        "skipped": dict(stats.skipped),
         "pairs": len(scores),
         "accuracy": acc(scores),
         "ties": sum(1 for s in scores if s == 0.5),
@@ -358,6 +274,7 @@ def main(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         progress=not args.json,
         fit_clip=args.fit_clip,
+        sources=getattr(args, "sources", None),  # once the command offers --sources
     )
     if args.json:
         print(json.dumps(report))
