@@ -152,6 +152,53 @@ def test_output_edits_with_pbmlx_edit(dataset, base, tmp_path) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "e.png").size == Image.open(photo).size
+    # pbmlx eval runs the trained model over the dataset and writes its report.
+    r = subprocess.run(
+        [sys.executable, "-m", "pbmlx", "eval", str(dataset), "--model", str(out), "--out",
+         str(tmp_path / "eval"), "--split", "all", "--steps", "2", "--size", "32", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["counts"] and (tmp_path / "eval" / "report.html").is_file()
+    # pbmlx export-coreml reads the folder back as PyTorch modules (the export's first stage).
+    pytest.importorskip("coremltools")
+    from pbmlx.convert.coreml.source import load_source
+
+    assert load_source(out) is not None
+
+
+def test_gradient_checkpointing_changes_nothing(dataset, base, tmp_path) -> None:
+    """Recomputing the ResNet and transformer activations in the backward pass gives the same
+    gradients (float32 rounding: the recomputation repeats the same operations), and a run
+    with --grad-checkpoint trains."""
+    import mlx.nn as nn
+
+    from pbmlx.train import objective
+
+    alphas, n_train, _ = objective.schedule_table(load_pipeline(base).scheduler_config)
+    key = mx.random.key(0)
+    batch = objective.Batch(
+        mx.random.normal((2, 8, 8, 4), key=key),
+        mx.random.normal((2, 8, 8, 4), key=mx.random.split(key)[0]),
+        mx.random.normal((2, 7, 32), key=mx.random.split(key)[1]),
+    )
+    draws = objective.draw(key, (2, 8, 8, 4), n_train)
+    null = mx.zeros((1, 7, 32))
+
+    def grads(checkpointed: bool) -> dict:
+        unet = load_pipeline(base, dtype=mx.float32).unet
+        if checkpointed:
+            assert loop.gradient_checkpointing(unet) > 0
+        f = nn.value_and_grad(unet, lambda b, d: objective.ip2p_loss(unet, b, d, null, alphas))
+        return dict(tree_flatten(f(batch, draws)[1]))
+
+    plain, ckpt = grads(False), grads(True)
+    for k, g in plain.items():
+        scale = float(mx.abs(g).max()) + 1e-12
+        assert float(mx.abs(g - ckpt[k]).max()) <= 1e-5 * scale, k
+    result = train(config(dataset, base, tmp_path / "c", steps=2, grad_checkpoint=True))
+    assert result.steps == 2
 
 
 def test_resume_equals_uninterrupted(dataset, base, tmp_path, monkeypatch) -> None:

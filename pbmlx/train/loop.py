@@ -205,23 +205,27 @@ _CHECKPOINTED: dict[type, type] = {}
 
 
 def gradient_checkpointing(unet: nn.Module) -> int:
-    """Recompute each down, mid and up block's activations in the backward pass instead of
-    keeping them (``mx.checkpoint``), for these block instances only; returns how many."""
-    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
-    for block in blocks:
-        cls = type(block)
+    """Recompute the activations of every ResNet block and every transformer in the backward
+    pass instead of keeping them (``mx.checkpoint``), for these instances only; returns how
+    many. (Those layers take and return plain arrays; whole down/up blocks, which return lists
+    of skips, lose their inputs' gradients under ``mx.checkpoint``.)"""
+    from pbmlx.models.unet import ResnetBlock2D, Transformer2DModel
+
+    layers = [m for _, m in unet.named_modules() if type(m) in (ResnetBlock2D, Transformer2DModel)]
+    for layer in layers:
+        cls = type(layer)
         if cls not in _CHECKPOINTED:
 
-            def call(self, *args, __fn=cls.__call__, **kwargs):
-                def inner(params, *args, **kwargs):
+            def call(self, *args, __fn=cls.__call__):
+                def inner(params, *args):
                     self.update(params)
-                    return __fn(self, *args, **kwargs)
+                    return __fn(self, *args)
 
-                return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+                return mx.checkpoint(inner)(self.trainable_parameters(), *args)
 
             _CHECKPOINTED[cls] = type(f"Checkpointed{cls.__name__}", (cls,), {"__call__": call})
-        block.__class__ = _CHECKPOINTED[cls]
-    return len(blocks)
+        layer.__class__ = _CHECKPOINTED[cls]
+    return len(layers)
 
 
 # ---------------------------------------------------------------------------- checkpoints
