@@ -55,6 +55,9 @@ from PIL import Image, ImageEnhance
 from pbmlx.adjust import apply_ops
 from pbmlx.diffuse.schedulers import make_scheduler
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_ip2p import SCHEDULER_CONFIG
+
 SIZES = {1: (1224, 816), 12: (4240, 2832)}  # megapixels -> (width, height)
 BRIGHTNESS = [{"op": "brightness", "amount": 0.2}]
 CHAIN = [
@@ -142,16 +145,7 @@ def kernel_rows(repeats: int, peak: float) -> list[dict]:
         8 * h.size,
         gpu or (backend == "cpu" and cpu.info().available),
     )
-    # timbrooks/instruct-pix2pix's scheduler config (its scheduler/scheduler_config.json).
-    ip2p = {
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "num_train_timesteps": 1000,
-        "prediction_type": "epsilon",
-        "steps_offset": 1,
-    }
-    sched = make_scheduler("euler_a", ip2p)
+    sched = make_scheduler("euler_a", SCHEDULER_CONFIG)  # timbrooks/instruct-pix2pix's
     sched.set_timesteps(20)
     eps3 = mx.array(rng.standard_normal((3, 64, 64, 4), dtype=np.float32))
     lat = mx.array(rng.standard_normal((1, 64, 64, 4), dtype=np.float32))

@@ -14,6 +14,9 @@ from pbmlx.backend import use_optimized_blas
 
 use_optimized_blas()
 
+import sys  # noqa: E402
+import types  # noqa: E402
+
 from pbmlx.errors import PbmlxError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -25,6 +28,26 @@ _LAZY = {
     "Editor": ("pbmlx.editor", "Editor"),
     "plan": ("pbmlx.plan", "plan"),
 }
+
+
+class _Package(types.ModuleType):
+    """pbmlx's module type: ``pbmlx.plan`` and ``pbmlx.edit`` stay the functions.
+
+    Importing the submodule ``pbmlx.plan`` makes the import system set the package attribute
+    ``plan`` to that module, after which ``pbmlx.plan("...")`` would fail with "'module'
+    object is not callable". Setting a public function's name to a module is ignored here (the
+    module stays in ``sys.modules["pbmlx.plan"]``, where ``from pbmlx.plan import ...`` finds
+    it), so the attribute always resolves, through ``__getattr__``, to the function.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _FUNCTIONS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_FUNCTIONS = frozenset({"plan", "edit"})
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
