@@ -8,6 +8,15 @@ the planner does not fully understand. The planner is deterministic, offline and
 
 How an instruction is read
 --------------------------
+0. **Before the words.** An instruction with more words of another language than English ones
+   (or letters outside a-z) is refused with a reason saying only English is understood. A word
+   the lexicon (:mod:`pbmlx.lexicon`) does not know is read as the known word one typo away
+   (two from 8 letters) when exactly one meaning fits, and the reason says 'did you mean'; after
+   "the", "my", ... only a noun can be the fix ("the shark" never becomes "sharp"). What
+   describes the photo itself is dropped: the words between a definite determiner and a photo
+   noun ("my vacation photo", "this sunset picture") and what follows "of", "from", "I took"
+   after one ("this photo of my cat"), so a global edit is global whatever the photo shows;
+   "brighten the cat (in this photo)" is still local.
 1. **Words.** The text is lower-cased and normalised ("colour" -> "color", "b&w" -> "black and
    white", "it's" -> "it is"), then split into tokens. Quantities with a unit are read first
    ("by one stop", "+1 EV", "20%", "30 degrees", "half a stop"), then the longest phrase in
@@ -15,6 +24,8 @@ How an instruction is read
    *role*: an op word ("brighter", "grain"), a tonal *target* ("the shadows"), a *look* (a
    preset: "vintage"), a *modifier* of direction ("more", "reduce", "soften"), a *magnitude*
    ("slightly", "a lot"), a negation ("don't", "without", "keep"), a boundary, or filler.
+   Some words read their neighbours: "left"/"right" in a clause with "rotate" are its
+   direction, "vertically"/"upside down" make a flip vertical.
 2. **Closed world (locality).** Only the global ops can be planned here, so every word must be
    understood. A word naming a part of the picture, a person, a style, the weather, text or
    layout (:data:`SEMANTIC`), or any word not in the lexicon, sends the whole instruction to
@@ -30,8 +41,10 @@ How an instruction is read
    multiply it ("less warm", "reduce the darkness" -> brighten); "too" and a description of
    the photo with no request in it ("it is too dark", "the colors look dull") ask for the
    opposite, except words that already name the fix ("overexposed"); "not bright enough"
-   asks for more. A setting named without a direction ("fix the contrast") is ambiguous and
-   goes to diffusion. When the direction is negative an op word uses its ``less`` meaning
+   asks for more. A setting named without a direction ("change the contrast") is ambiguous and
+   goes to diffusion, unless it has an automatic correction and the chain says "fix",
+   "correct", ... or names nothing else ("fix the exposure" -> auto_exposure, "white balance"
+   -> auto_white_balance, "reduce noise" -> denoise, "remove the haze" -> dehaze). When the direction is negative an op word uses its ``less`` meaning
    ("less sharp" -> blur); where no op can do it ("remove the grain"), the instruction goes
    to diffusion.
 5. **Targets.** "shadows", "highlights", "midtones", "corners" name a tonal range; a
@@ -45,8 +58,12 @@ How an instruction is read
    number is literal when within the op's range, else read as a slider percent ("contrast
    +20" -> 0.2). Looks scale every preset amount by the factor. A magnitude after the last op
    of a list covers the list ("brightness, contrast and saturation a little"); one with no op
-   of its own joins the op before it ("brighten it, but just a little"). Everything is
-   clamped to the op's range.
+   of its own joins the op before it ("brighten it, but just a little"). Angles wrap (hue +400
+   degrees is +40); everything else is clamped to the op's range, and the reason says so.
+   Geometry is exact, never scaled by a magnitude: "rotate" takes degrees counter-clockwise
+   ("clockwise"/"right" is -90, "upside down" 180), a crop a ratio ("16:9", "square"), a scale a
+   factor ("2x", "twice as big", "enlarge by 50%"), and a size ("2000 px", "4k", "1080p") makes
+   it a resize of the long side; a quantity with no op word names the op of its unit.
 7. **Negation.** A negation covers the op words after it up to the end of its chain ("don't
    change the colors, just brighten it"; "brighten it without making it warmer"). The plan
    leaves those ops out, including ops a look would have added ("a film look, no grain"): in
@@ -54,7 +71,8 @@ How an instruction is read
    for a noun or a look ("don't touch the saturation").
 8. **Merging.** When an op is asked for more than once, a mention with a stated amount beats
    a plain one, which beats a look's amount; among equals the last wins. Ops keep the order
-   of their first mention.
+   of their first mention. An instruction that only says what to leave alone ("don't make it
+   brighter", "leave it as it is") is a no-op plan: route "adjust", no ops, and a reason.
 """
 
 from __future__ import annotations
@@ -62,14 +80,40 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from pbmlx.adjust.presets import PRESETS
 from pbmlx.adjust.specs import SPECS
 from pbmlx.errors import PbmlxError
+from pbmlx.lexicon import (
+    CONTRACTIONS,
+    DECADE_LOOK,
+    FILLER,
+    FLIP_VERTICAL,
+    FOREIGN,
+    K_PIXELS,
+    LEFT_TURN,
+    LEXICON,
+    MAGNITUDES,
+    MAX_PHRASE,
+    NUMBER_WORDS,
+    RIGHT_TURN,
+    SEMANTIC,
+    UNITS,
+    Word,
+    look,
+    op,
+)
+
+__all__ = ["LEXICON", "MAGNITUDES", "SEMANTIC", "EditPlan", "Word", "plan"]
 
 Route = Literal["adjust", "diffusion"]
-Effects = tuple[tuple[str, float], ...]
+
+
+# The start of the reason of a plan refused for not being English (the edit flow refuses such
+# instructions whatever the engine: the editor reads English only too).
+ENGLISH_ONLY = "Instructions are understood in English only"
 
 
 @dataclass(frozen=True)
@@ -120,566 +164,17 @@ class EditPlan:
 
 
 # ---------------------------------------------------------------------------------------------
-# The vocabulary
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Word:
-    """What one phrase of the lexicon means to the planner (fields unused by a role stay default)."""
-
-    role: str  # op | target | look | mod | mag | neg | too | copula | enough | bound | join
-    #            | filler | semantic
-    pos: str = ""  # op words: verb | adj | comp | noun | setting | problem (grammar decides
-    #                inheritance: comparatives and verbs keep their own direction)
-    more: Effects | None = ()  # op/target: the ops this word asks for; None: no op can do it
-    less: Effects | None = ()  # op/target: the ops for "less of it"; None: no op can do it
-    preset: str = ""  # look: a key of PRESETS
-    weak: bool = False  # "colors", "tint": only counts when the item names no other op
-    light: int = 0  # +1 brightens, -1 darkens (brightness words and lift/deepen/crush)
-    light_mult: int = 1  # target: what "brighten" does to its op ("brighten the corners": -)
-    recover_sign: int = 0  # target: the direction "recover/soften/tame" moves it
-    group: tuple[str, ...] = ()  # ops left alone when negated (default: those of more/less)
-    sign: int = 0  # mod: +1 more, -1 less
-    recover: bool = False  # mod: moves a target towards the middle ("recover the highlights")
-    removal: bool = False  # mod: "remove", "get rid of" (with a target it means an object)
-    particle: bool = False  # mod: "up"/"down", which only direct nouns ("turn the contrast up")
-    verb: bool = False  # an imperative: starts a new chain
-    desire: bool = False  # "make", "want", "should": the sentence asks, it does not describe
-    fallback: Word | None = None  # mod: the op it means when nothing else is named ("soften it")
-    needs_hue: bool = False  # "rotate": a hue rotation, else a layout change
-    factor: float = 1.0  # mag
-    category: str = ""  # semantic: why it needs the editor
-    opens_negation: bool = False  # bound: "without"
-
-    @property
-    def needs_direction(self) -> bool:
-        return self.pos == "setting" or self.role == "target"
-
-    def ops(self) -> tuple[str, ...]:
-        """Every op this word can touch (what its negation leaves alone)."""
-        if self.group:
-            return self.group
-        if self.role == "look":
-            return tuple(o["op"] for o in PRESETS[self.preset])
-        names = [op for op, _ in (self.more or ()) + (self.less or ())]
-        if self.fallback is not None:
-            names += self.fallback.ops()
-        return tuple(dict.fromkeys(names))
-
-
-def _fx(effects: dict[str, float] | None) -> Effects | None:
-    return None if effects is None else tuple((op, float(s)) for op, s in effects.items())
-
-
-_NEGATE = object()
-
-
-def op(pos: str, more: dict[str, float] | None, less=_NEGATE, **kw) -> Word:
-    """An op word; ``less`` defaults to the opposite signs of ``more``; None: impossible."""
-    m = _fx(more)
-    opposite = None if m is None else tuple((o, -s) for o, s in m)
-    lf = opposite if less is _NEGATE else _fx(less)
-    return Word("op", pos=pos, more=m, less=lf, verb=kw.pop("verb", pos == "verb"), **kw)
-
-
-def target(name: str, light_mult: int = 1, recover_sign: int = 0) -> Word:
-    """A tonal range moved by brightness words: ``more`` is +, ``less`` is -."""
-    return Word(
-        "target",
-        more=((name, 1.0),),
-        less=((name, -1.0),),
-        light_mult=light_mult,
-        recover_sign=recover_sign,
-    )
-
-
-def look(preset: str, less: dict[str, float] | None = None) -> Word:
-    assert preset in PRESETS, preset
-    return Word("look", pos="look", preset=preset, less=_fx(less))
-
-
-def mod(sign: int, *, verb: bool = False, **kw) -> Word:
-    return Word("mod", sign=sign, verb=verb, **kw)
-
-
-def mag(factor: float) -> Word:
-    return Word("mag", factor=factor)
-
-
-def semantic(category: str) -> Word:
-    return Word("semantic", category=category)
-
-
-BRIGHTNESS_OPS = ("brightness", "exposure", "gamma")
-COLOR_OPS = ("saturation", "vibrance", "temperature", "tint", "hue", "grayscale", "sepia", "invert")
-
-BRIGHTEN = {"brightness": +1}
-DARKEN = {"brightness": -1}
-WARM = {"temperature": +1}
-COOL = {"temperature": -1}
-MAGENTA = {"tint": +1}
-GREEN = {"tint": -1}
-WASHED_OUT = {"contrast": -1, "saturation": -1}
-
-# Magnitude factors times spec.moderate. Below 1 is "less than a plain request".
-TINY, SMALL, LARGE, HUGE = 0.25, 0.5, 2.0, 3.0
-
-# Each row: phrases separated by " / " (matched whole, longest first), then their meaning.
-_TABLE: list[tuple[str, Word]] = [
-    # --- brightness and exposure -----------------------------------------------------------
-    (
-        "brighten / brightens / brightened / brightening / lighten / lightened / lightening"
-        " / light up / brighten up / lighten up",
-        op("verb", BRIGHTEN, light=+1, group=BRIGHTNESS_OPS),
-    ),
-    ("brighter / lighter / brighter overall", op("comp", BRIGHTEN, light=+1, group=BRIGHTNESS_OPS)),
-    ("bright", op("adj", BRIGHTEN, light=+1, group=BRIGHTNESS_OPS)),
-    ("brightness / lightness / luminosity", op("setting", BRIGHTEN, light=+1)),
-    # "light" is also a noun ("warm light"), so it only counts when nothing else is named.
-    ("light", op("adj", BRIGHTEN, light=+1, weak=True, group=BRIGHTNESS_OPS)),
-    ("darken / darkens / darkened / darkening", op("verb", DARKEN, light=-1, group=BRIGHTNESS_OPS)),
-    ("darker / dimmer / gloomier", op("comp", DARKEN, light=-1, group=BRIGHTNESS_OPS)),
-    ("dark / dim / gloomy / murky", op("adj", DARKEN, light=-1, group=BRIGHTNESS_OPS)),
-    ("darkness", op("setting", DARKEN, light=-1)),
-    ("exposure / exposures", target("exposure")),
-    ("overexposed / overexposure / over exposed", op("problem", {"exposure": -1})),
-    ("underexposed / underexposure / under exposed", op("problem", {"exposure": +1})),
-    # --- tonal ranges ----------------------------------------------------------------------
-    (
-        "highlights / highlight / whites / bright areas / bright parts",
-        target("highlights", recover_sign=-1),
-    ),
-    (
-        "shadows / shadow / blacks / dark areas / dark parts / shadow detail",
-        target("shadows", recover_sign=+1),
-    ),
-    ("midtones / midtone / mid tones / mid tone / mids", target("gamma")),
-    ("corners / edges", target("vignette", light_mult=-1, recover_sign=-1)),
-    ("blown out / blown / clipped highlights", op("problem", {"highlights": -1})),
-    ("crushed", op("problem", {"shadows": +1})),
-    ("gamma", op("setting", {"gamma": +1})),
-    # --- contrast --------------------------------------------------------------------------
-    ("contrast", op("setting", {"contrast": +1})),
-    ("contrasty", op("adj", {"contrast": +1})),
-    ("flat / lifeless", op("adj", {"contrast": -1})),
-    ("flatten / flattened", op("verb", {"contrast": -1})),
-    ("harsh / harsher", op("adj", {"contrast": +1})),
-    ("punchy / punch", op("adj", {"contrast": +1, "vibrance": +1})),
-    ("punchier", op("comp", {"contrast": +1, "vibrance": +1})),
-    # --- colour ----------------------------------------------------------------------------
-    ("saturation / color saturation", op("setting", {"saturation": +1})),
-    ("saturated / colorful / vivid / rich colors", op("adj", {"saturation": +1})),
-    ("more colorful / more vivid / more saturated", op("comp", {"saturation": +1})),
-    ("saturate", op("verb", {"saturation": +1})),
-    ("desaturate / desaturating", op("verb", {"saturation": -1})),
-    ("desaturated / muted / colorless", op("adj", {"saturation": -1})),
-    ("oversaturated / over saturated", op("problem", {"saturation": -1})),
-    ("undersaturated / under saturated", op("problem", {"saturation": +1})),
-    ("dull / drab", op("adj", WASHED_OUT)),
-    ("washed out / washed", op("adj", WASHED_OUT)),
-    ("vibrance / vibrancy", op("setting", {"vibrance": +1})),
-    ("vibrant / pop / pops / popping", op("adj", {"vibrance": +1})),
-    ("more vibrant", op("comp", {"vibrance": +1})),
-    (
-        "colors / color / color tone / color tones",
-        Word(
-            "op",
-            pos="setting",
-            more=(("saturation", 1.0),),
-            less=(("saturation", -1.0),),
-            weak=True,
-            group=COLOR_OPS,
-        ),
-    ),
-    # --- white balance and tint ------------------------------------------------------------
-    ("warm / warm up / warming / warmed / yellow / yellowish / amber / orange", op("adj", WARM)),
-    ("warmer / yellower / more yellow / more orange", op("comp", WARM)),
-    ("warmth", op("setting", WARM)),
-    (
-        "cool / cool down / cool off / cooling / cooled / cold / blue / bluish / blueish / icy",
-        op("adj", COOL),
-    ),
-    ("cooler / colder / bluer / more blue", op("comp", COOL)),
-    ("temperature / color temperature / white balance", op("setting", WARM)),
-    (
-        "tint / color cast / cast",
-        Word("op", pos="setting", more=(("tint", 1.0),), less=(("tint", -1.0),), weak=True),
-    ),
-    ("magenta / pink / pinkish / purple / purplish", op("adj", MAGENTA)),
-    ("pinker / more magenta / more pink", op("comp", MAGENTA)),
-    ("green / greenish", op("adj", GREEN)),
-    ("greener / more green", op("comp", GREEN)),
-    ("hue / hues / hue shift / hue rotation", op("noun", {"hue": +1})),
-    # --- monochrome and colour effects -----------------------------------------------------
-    ("grayscale / gray scale / grayscaled", op("noun", {"grayscale": +1}, less=None)),
-    ("sepia / sepia tone / sepia toned / sepia tones", op("noun", {"sepia": +1}, less=None)),
-    (
-        "invert / inverted / inverse / negative / inverting / film negative",
-        op("noun", {"invert": +1}, less=None),
-    ),
-    # --- texture and focus -----------------------------------------------------------------
-    (
-        "vignette / vignetting / vignetted / vignettes / dark vignette / black vignette",
-        op("noun", {"vignette": +1}),
-    ),
-    (
-        "grain / film grain / noise / grains / film noise / graininess",
-        op("noun", {"grain": +1}, less=None),
-    ),
-    ("grainy / grainier / noisy", op("adj", {"grain": +1}, less=None)),
-    (
-        "denoise / denoised / denoising / noise reduction",
-        op("verb", None, less=None, group=("grain",)),
-    ),
-    (
-        "sharpen / sharpened / sharpening / unblur / deblur / deblurred",
-        op("verb", {"sharpen": +1}, less={"blur": +1}),
-    ),
-    ("sharper / crisper / clearer", op("comp", {"sharpen": +1}, less={"blur": +1})),
-    ("sharp / crisp / in focus", op("adj", {"sharpen": +1}, less={"blur": +1})),
-    (
-        "sharpness / crispness / clarity / definition / detail / details",
-        op("noun", {"sharpen": +1}, less={"blur": +1}),
-    ),
-    (
-        "blur / blurred / blurring / gaussian blur / blurriness / soft focus",
-        op("noun", {"blur": +1}, less={"sharpen": +1}),
-    ),
-    (
-        "blurry / blurrier / out of focus / unfocused / fuzzy",
-        op("adj", {"blur": +1}, less={"sharpen": +1}),
-    ),
-    ("fade / fading", op("noun", {"fade": +1}, less={"contrast": +1})),
-    # --- looks (presets) -------------------------------------------------------------------
-    (
-        "golden hour / golden / magic hour / golden light / golden glow / golden tones",
-        look("golden hour"),
-    ),
-    (
-        "vintage / vintage filter / vintage look / vintage film / fifties / sixties / nostalgic",
-        look("vintage"),
-    ),
-    ("noir / film noir", look("noir")),
-    (
-        "film / analog / analogue / film look / film photo / film stock / 35 mm / 35mm / kodak",
-        look("film"),
-    ),
-    ("matte / matte look / matte finish", look("matte")),
-    ("warm filter / warm look / warm grade", look("warm")),
-    ("cool filter / cool look / cool grade", look("cool")),
-    ("dramatic / drama / dramatic look / dramatic lighting", look("dramatic")),
-    ("faded / faded look", look("faded", less={"contrast": +1, "saturation": +1})),
-    ("retro / retro look / seventies / eighties / nineties", look("retro")),
-    (
-        "black and white / black white / monochrome / monochromatic / mono / bw"
-        " / remove the color / remove color / remove all color / remove all the color"
-        " / remove the colors / remove all colors / drain the color",
-        look("black and white"),
-    ),
-    (
-        "old photo / old photograph / old picture / old / antique / historical / historic"
-        " / old fashioned / old timey / old time / aged photo / olden days / older",
-        look("old photo"),
-    ),
-    ("moody / moodier", look("moody")),
-    ("cinematic / cinema / movie / movie look / filmic", look("cinematic")),
-    ("auto enhance / auto enhanced", look("enhance")),
-    ("hdr / high dynamic range", look("hdr")),
-    ("high key", look("high key")),
-    ("low key", look("low key")),
-    ("pastel / pastel colors / pastel tones", look("pastel")),
-    ("dreamy / dreamlike / ethereal", look("dreamy")),
-    ("fluorescent / fluorescent light / fluorescent lighting", look("fluorescent")),
-    ("bleach bypass", look("bleach bypass")),
-    ("polaroid / instant film / instant photo", look("polaroid")),
-    # --- direction -------------------------------------------------------------------------
-    (
-        "more / extra / additional / higher / high / stronger / heavier / increased / plenty of",
-        mod(+1),
-    ),
-    (
-        "increase / increasing / boost / boosting / raise / raising / add / adding / intensify"
-        " / heighten / amplify / amp up / bump up / crank up / turn up / dial up / bring up"
-        " / push / pump up / put / apply / applying / introduce / throw in",
-        mod(+1, verb=True, desire=True),
-    ),
-    ("enhance / enhancing / improve / improving", mod(+1, verb=True, fallback=look("enhance"))),
-    ("richer / rich / deeper / deep", mod(+1, light=-1)),
-    ("deepen / deepening", mod(+1, verb=True, light=-1)),
-    ("lift / lifting / open up / lift up", mod(+1, verb=True, light=+1)),
-    ("less / lower / low / weaker / reduced / fewer / lesser / decreased", mod(-1)),
-    (
-        "reduce / reducing / decrease / decreasing / lowering / lessen / minimize / drop"
-        " / cut / cut down / tone down / dial down / dial back / turn down / bring down"
-        " / pull back / scale back / ease off / ease up on / mute / muting / calm down",
-        mod(-1, verb=True),
-    ),
-    (
-        "remove / removing / get rid of / take out / eliminate / strip out / lose",
-        mod(-1, verb=True, removal=True),
-    ),
-    (
-        "soften / softening / softened",
-        mod(-1, verb=True, recover=True, fallback=op("noun", {"blur": +1}, less={"sharpen": +1})),
-    ),
-    ("softer", mod(-1, recover=True, fallback=op("noun", {"blur": +1}, less={"sharpen": +1}))),
-    (
-        "tame / taming / recover / recovering / rescue / bring back",
-        mod(-1, verb=True, recover=True),
-    ),
-    ("crush / crushing", mod(-1, verb=True, light=-1)),
-    ("up", mod(+1, particle=True)),
-    ("down / back", mod(-1, particle=True)),
-    # --- how much --------------------------------------------------------------------------
-    (
-        "a tiny bit / tiny bit / a hint of / a hint / hint of / very slightly / ever so slightly"
-        " / barely / a smidge / a smidgen / very subtle / very subtly / a hair / faint / faintly"
-        " / just a hint / a very little / the slightest",
-        mag(TINY),
-    ),
-    (
-        "slightly / slight / a little / a little bit / little / a bit / bit / a touch / touch"
-        " / a touch of / somewhat / a tad / tad / gently / gentle / mild / mildly / subtle"
-        " / subtly / lightly / soft / marginally / minor / not too much / not so much"
-        " / partially / partly / half / halfway"
-        " / not much / modest / modestly / a little more / small / a small amount of",
-        mag(SMALL),
-    ),
-    (
-        "a lot / lots / lots of / a lot of / much / very / really / way / significantly"
-        " / strongly / strong / heavily / heavy / considerably / substantially / a great deal"
-        " / far / intense / intensely / noticeably / greatly / seriously / bold / boldly"
-        " / dramatically / deeply / quite a bit / a good amount of / big / hard",
-        mag(LARGE),
-    ),
-    (
-        "extremely / hugely / massively / drastically / a ton / tons / tons of / super"
-        " / insanely / maximum / max / fully / completely / totally / entirely / all the way"
-        " / as much as possible / very very / really really / so much",
-        mag(HUGE),
-    ),
-    # --- grammar ---------------------------------------------------------------------------
-    ("not / no / never / avoid / nor / nothing / neither", Word("neg")),
-    (
-        "keep / keeping / leave / leaving / preserve / preserving / retain",
-        Word("neg", verb=True),
-    ),
-    ("too / overly / excessively / too much / too many", Word("too")),
-    ("is / are / was / were / looks / seems / feels / appears / seem / appear", Word("copula")),
-    ("enough", Word("enough")),
-    (
-        ". / ! / ? / ; / : / then / and then / after that / afterwards / afterward / next"
-        " / finally / but / however / just / only / instead / while / although / though"
-        " / but also / also then",
-        Word("bound"),
-    ),
-    ("without / with no / but no / minus", Word("bound", opens_negation=True)),
-    (
-        ", / and / or / plus / with / as well as / along with / together with / & / and also",
-        Word("join"),
-    ),
-    (
-        "make / makes / making / made / give / gives / giving / turn / turning / render"
-        " / convert / change / changing / changed / adjust / adjusting / tweak / modify / set"
-        " / let / use / bring / pull / dial / crank / bump / shift / shifting / try / create"
-        " / transform / fix / correct / edit / want / wanted / need / needs / needed / would"
-        " / should / could / like / love / prefer / go / get / grade / do",
-        Word("filler", verb=True, desire=True),
-    ),
-    (
-        "a / an / the / this / that / these / those / it / its / me / my / our / your / i"
-        " / we / you / us / image / images / photo / photos / photograph / photography"
-        " / picture / pictures / pic / pics / shot / snapshot / scene / view / frame / version"
-        " / result / output / look / looking / feel / vibe / style / styled / filter / effect"
-        " / effects / tone / tones / toning / treatment / finish / aesthetic / mood / overlay"
-        " / layer / preset / mode / appearance / amount / level / levels / intensity"
-        " / strength / value / slider / setting / overall / entire / whole / everything / all"
-        " / global / globally / throughout / please / thanks / thank / ok / okay / hey / maybe"
-        " / perhaps / can / will / might / may / to / of / on / in / at / for / by / as / into"
-        " / from / over / out / than / so / some / any / quite / rather / pretty"
-        " / kind / sort / what / there / here / now / again / still / even / already"
-        " / currently / be / been / being / am / has / have / had / does / did / done"
-        " / lighting / glow / same / same as / as is / alone / intact"
-        " / unchanged / untouched / else / anything / something / one / about"
-        " / around / roughly / approximately / bit of / lot / actually / well / toward"
-        " / towards / taken / took / captured / snapped / shot on / back then / era"
-        " / nice / nicely / good"
-        " / also / as well / photographic / palette / grading"
-        " / color grading / feeling / atmosphere / hour / more or less / if possible / how",
-        Word("filler"),
-    ),
-]
-
-# Words that always need the editor, with the reason given. Objects are caught anyway (they
-# are not in the lexicon); these lists name the common ones so the reason can say why.
-_SEMANTIC_TABLE: dict[str, str] = {
-    "names a part of the picture": (
-        "sky / skies / cloud / clouds / background / backdrop / foreground / subject / water"
-        " / sea / ocean / lake / river / beach / sand / grass / lawn / field / tree / trees"
-        " / forest / leaves / flower / flowers / plant / plants / mountain / mountains / hill"
-        " / road / street / city / building / buildings / house / wall / walls / window"
-        " / windows / door / floor / ground / table / car / cars / bike / bus / boat / dog"
-        " / dogs / cat / cats / bird / birds / animal / animals / horse / horses / food / plate"
-        " / cup / left / right / top / bottom / center / centre / middle / side / corner"
-        " / edge / area / region / part / section / spot / object / objects / item / except"
-        " / rest / border / horizon / reflection / moon / sun / stars / carriages / carriage"
-    ),
-    "is about a person": (
-        "person / people / man / men / woman / women / boy / girl / child / children / kid"
-        " / kids / baby / guy / lady / he / she / him / her / his / hers / they / them / their"
-        " / someone / somebody / face / faces / smile / smiling / frown / expression / pose"
-        " / posing / arm / arms / hand / hands / leg / legs / head / body / eyes / eye / hair"
-        " / beard / mustache / moustache / skin / teeth / lips / makeup / younger"
-        " / age / aged / aging / gender / male / female / clothes / clothing / outfit / shirt"
-        " / dress / jacket / coat / suit / hat / cap / glasses / sunglasses / scarf / tie"
-        " / earrings / necklace / jewelry / jewellery / shoes / tattoo / accessory"
-        " / accessories / mask / crown / wig / portrait / selfie / family / couple / crowd"
-    ),
-    "asks for an artistic style": (
-        "painting / paint / painted / painterly / sketch / sketched / drawing / drawn / draw"
-        " / pencil / charcoal / ink / watercolor / oil / acrylic / gouache"
-        " / cartoon / cartoonish / cartoony / comic / comics / manga / anime / ghibli / disney"
-        " / pixar / dreamworks / 3d / 2d / cgi / clay / claymation / lego / minifigure"
-        " / minifigures / funko / simpsons / simpson / simpsonize / simpsonized / caricature"
-        " / sticker / stickers / cel / shaded / shading / line art / lineart / van gogh / gogh"
-        " / monet / picasso / rembrandt / warhol / impressionist / impressionism / cubist"
-        " / cubism / surreal / surrealist / abstract / pop art / pixel art / pixelated / mosaic"
-        " / stained glass / ukiyo / origami / low poly / vector / illustration / illustrated"
-        " / artwork / art / artistic / cyberpunk / steampunk / fantasy / futuristic / sci fi"
-        " / neon / vaporwave / graffiti / embroidery / sculpture / statue / marble"
-        " / renaissance / baroque / medieval / victorian / figure / figurine / toy / doll"
-        " / plush / emoji / avatar / character / chibi / modern / modernize / contemporary"
-        " / colorize / colorized / colorise / recolor / stylize / stylized"
-    ),
-    "changes the weather": (
-        "rain / rainy / raining / snow / snowy / snowing / snowfall / fog / foggy / mist"
-        " / misty / haze / hazy / storm / stormy / thunderstorm / lightning / sunny / cloudy"
-        " / overcast / rainbow / weather / wind / windy / drizzle / puddles"
-    ),
-    "changes the season": (
-        "winter / wintry / wintery / summer / summery / autumn / autumnal / fall / spring"
-        " / springtime / christmas / halloween / season / seasons"
-    ),
-    "changes the time of day": (
-        "night / nighttime / night time / dusk / dawn / sunset / sunrise / evening / morning"
-        " / midday / noon / daytime / afternoon / twilight / moonlight / moonlit / daylight"
-    ),
-    "edits text in the picture": (
-        "text / texts / sign / signs / signage / font / fonts / typeface / word / words"
-        " / letter / letters / lettering / caption / captions / title / label / labels / logo"
-        " / writing / written / write / say / says / saying / reads / read / translate"
-        " / translated / translation / language / english / french / spanish / german"
-        " / chinese / japanese / italian / headline / banner / poster / billboard / menu"
-        " / quote / slogan / typography"
-    ),
-    "changes the framing or layout": (
-        "zoom / zoomed / zooming / crop / cropped / cropping / outpaint / outpainting / extend"
-        " / extended / expand / expanded / canvas / uncrop / wider / widen / panorama"
-        " / panoramic / aspect / ratio / flip / flipped / mirror / mirrored / straighten"
-        " / tilt / perspective / resize / resized / larger / bigger / smaller / shrink"
-        " / enlarge / scale / move / moved / relocate / position / closer / further / behind"
-        " / front / above / below / beside / near / upscale"
-    ),
-    "edits an object": (
-        "erase / erased / delete / deleted / replace / replaced / swap / swapped / insert"
-        " / inserted / place / placed / hide / duplicate / clone"
-    ),
-}
-
-_SEMANTIC_TABLE["relights part of the scene"] = (
-    "relight / relighting / relit / spotlight / lamp / candle / candles / backlight / backlit"
-    " / rim light / flash"
-)
-_SEMANTIC_TABLE["adds an effect the adjust ops do not have"] = (
-    "flare / lens flare / leak / leaks / light leak / light leaks / bokeh / glitch / halftone"
-    " / sparkle / sparkles / glitter / bloom / double exposure / tilt shift"
-)
-
-_ROTATE = Word("filler", verb=True, needs_hue=True, category="changes the framing or layout")
-
-
-def _phrases(spec: str) -> list[tuple[str, ...]]:
-    return [tuple(p.split()) for p in spec.split(" / ") if p.strip()]
-
-
-def _build_lexicon() -> dict[tuple[str, ...], Word]:
-    lexicon: dict[tuple[str, ...], Word] = {}
-    rows = list(_TABLE) + [(s, semantic(c)) for c, s in _SEMANTIC_TABLE.items()]
-    rows.append(("rotate / rotation / rotated / rotating / spin", _ROTATE))
-    for spec, word in rows:
-        for phrase in _phrases(spec):
-            if phrase in lexicon:
-                raise AssertionError(f"duplicate phrase {' '.join(phrase)!r} in the lexicon")
-            lexicon[phrase] = word
-    return lexicon
-
-
-LEXICON: dict[tuple[str, ...], Word] = _build_lexicon()
-_MAX_PHRASE = max(len(p) for p in LEXICON)
-
-SEMANTIC = {" ".join(p): w.category for p, w in LEXICON.items() if w.role == "semantic"}
-
-MAGNITUDES = {" ".join(p): w.factor for p, w in LEXICON.items() if w.role == "mag"}
-
-# Decades: up to the 1940s an old print, the 50s-60s vintage colour, the 70s-90s retro.
-_DECADE_LOOK = {
-    **{d: "old photo" for d in (1800, 1850, 1860, 1870, 1880, 1890, 1900, 1910, 1920, 1930, 1940)},
-    1950: "vintage",
-    1960: "vintage",
-    1970: "retro",
-    1980: "retro",
-    1990: "retro",
-}
-
-# ---------------------------------------------------------------------------------------------
 # Words -> lexemes
 # ---------------------------------------------------------------------------------------------
 
-_CONTRACTIONS = [
-    (r"\b(it|that|what|there|here|he|she)'s\b", r"\1 is"),
-    (r"\b(is|are|was|were|do|does|did|should|would|could|has|have)n't\b", r"\1 not"),
-    (r"\b(is|are|was|were|do|does|did|should|would|could)nt\b", r"\1 not"),
-    (r"\bdon'?t\b", "do not"),
-    (r"\bwon'?t\b", "will not"),
-    (r"\bcan'?t\b", "can not"),
-    (r"\bi'd\b", "i would"),
-    (r"\bi'm\b", "i am"),
-    (r"\blet's\b", "let us"),
-    (r"\b(you|we|they)'re\b", r"\1 are"),
-    (r"\b(i|you|it|we|they)'ll\b", r"\1 will"),
-    (r"(?<=[a-z])'s\b", ""),  # possessive: "the photo's colors"
-]
 
 _TOKEN = re.compile(
-    r"(?P<decade>'?\d{2,4}s\b)"
+    r"(?P<ratio>\d+(?:\.\d+)?\s*[:x]\s*\d+(?:\.\d+)?(?![\d.]))"
+    r"|(?P<decade>'?\d{2,4}s\b)"
     r"|(?P<num>[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:/\d+)?)"
     r"|(?P<word>[a-z]+(?:'[a-z]+)?)"
     r"|(?P<sym>[%°,.;:!?])"
 )
-
-_UNITS = {
-    ("%",): "percent",
-    ("percent",): "percent",
-    ("per", "cent"): "percent",
-    ("pct",): "percent",
-    ("stop",): "ev",
-    ("stops",): "ev",
-    ("ev",): "ev",
-    ("f", "stop"): "ev",
-    ("f", "stops"): "ev",
-    ("°",): "degrees",
-    ("degree",): "degrees",
-    ("degrees",): "degrees",
-    ("deg",): "degrees",
-}
-
-_NUMBER_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30, "forty": 40,
-    "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
-    "half": 0.5, "quarter": 0.25, "third": 1 / 3,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -689,7 +184,9 @@ class Lexeme:
     text: str
     word: Word | None
     value: float | None = None  # quantities
-    unit: str | None = None  # "percent" | "ev" | "degrees" | None (a bare number)
+    unit: str | None = None  # a unit of UNITS ("percent", "ev", "degrees", "px", ...), "ratio"
+    #                         ("16:9", value 16/9) or None (a bare number)
+    at: int = field(default=-1, compare=False)  # index of its first token; -1: made up
 
     @property
     def role(self) -> str:
@@ -703,13 +200,13 @@ def _normalize(text: str) -> str:
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
     t = re.sub(r"[\u201c\u201d\"()\[\]]", " ", t)
     t = re.sub(r"[\u2014\u2013]|\s-\s", ", ", t)
-    t = t.replace("\u2026", ".")
+    t = t.replace("\u2026", ".").replace("\u00d7", "x")
     t = re.sub(r"\bb\s*[&/]\s*w\b", " black and white ", t)
     t = t.replace("&", " and ")
     t = re.sub(r"(?<=[a-z])[-_/](?=[a-z])", " ", t)  # black-and-white, mid-tones
     t = re.sub(r"colour", "color", t)
     t = re.sub(r"\bgrey", "gray", t)
-    for pattern, repl in _CONTRACTIONS:
+    for pattern, repl in CONTRACTIONS:
         t = re.sub(pattern, repl, t)
     return t
 
@@ -738,7 +235,7 @@ def _read_quantity(toks: list[str], i: int) -> tuple[float, str, int] | None:
     """A number followed by a unit at ``toks[i]``: (value, unit, tokens used) or None.
 
     Digits or number words ("one", "two and a half", "half a", "a"), an optional
-    "minus"/"plus", then one of :data:`_UNITS`.
+    "minus"/"plus", then one of :data:`UNITS`.
     """
     j, sign = i, 1.0
     if j < len(toks) and toks[j] in ("minus", "negative", "plus"):
@@ -751,8 +248,8 @@ def _read_quantity(toks: list[str], i: int) -> tuple[float, str, int] | None:
         total, start = 0.0, j
         while j < len(toks):
             t = toks[j]
-            if t in _NUMBER_WORDS and t != "hundred":
-                total += _NUMBER_WORDS[t]
+            if t in NUMBER_WORDS and t != "hundred":
+                total += NUMBER_WORDS[t]
             elif t == "hundred":
                 total = max(total, 1.0) * 100
             elif t in ("a", "an") and j == start:
@@ -770,46 +267,312 @@ def _read_quantity(toks: list[str], i: int) -> tuple[float, str, int] | None:
         if j == start:
             return None
         value = total
-    for unit, name in _UNITS.items():
+    for unit, name in UNITS.items():
         if tuple(toks[j : j + len(unit)]) == unit:
             return sign * value, name, j + len(unit) - i
     return None
 
 
-def _lex(instruction: str) -> list[Lexeme]:
-    """Tokens -> lexemes: quantities with units, then longest lexicon phrases, then numbers."""
-    toks = _tokens(instruction)
+def _lex(toks: list[str]) -> list[Lexeme]:
+    """Tokens -> lexemes: ratios and quantities with units, then longest lexicon phrases, then
+    numbers."""
     out: list[Lexeme] = []
     i = 0
     while i < len(toks):
+        start, tok = i, toks[i]
+        ratio = re.fullmatch(r"([\d.]+)\s*[:x]\s*([\d.]+)", tok)
+        if ratio and _number(ratio.group(1)) and _number(ratio.group(2)):
+            value = _number(ratio.group(1)) / _number(ratio.group(2))
+            out.append(Lexeme(re.sub(r"\s+", "", tok), None, value, "ratio", at=start))
+            i += 1
+            continue
         q = _read_quantity(toks, i)
         if q is not None:
             value, unit, used = q
             text = re.sub(r" (?=[%°])", "", " ".join(toks[i : i + used]))
-            out.append(Lexeme(text, None, value, unit))
+            out.append(Lexeme(text, None, value, unit, at=start))
             i += used
             continue
-        for n in range(min(_MAX_PHRASE, len(toks) - i), 0, -1):
+        for n in range(min(MAX_PHRASE, len(toks) - i), 0, -1):
             word = LEXICON.get(tuple(toks[i : i + n]))
             if word is not None:
-                out.append(Lexeme(" ".join(toks[i : i + n]), word))
+                out.append(Lexeme(" ".join(toks[i : i + n]), word, at=start))
                 i += n
                 break
         else:
-            tok = toks[i]
             decade = re.fullmatch(r"'?(\d{2,4})s", tok)
             value = _number(tok)
             if decade:
                 year = int(decade.group(1))
                 year = year + 1900 if year < 100 else year
-                name = _DECADE_LOOK.get(year - year % 10) or _DECADE_LOOK.get(year - year % 50)
-                out.append(Lexeme(tok, look(name) if name else None))
+                name = DECADE_LOOK.get(year - year % 10) or DECADE_LOOK.get(year - year % 50)
+                out.append(Lexeme(tok, look(name) if name else None, at=start))
             elif value is not None:
-                out.append(Lexeme(tok, None, value, None))
+                out.append(Lexeme(tok, None, value, None, at=start))
             else:
-                out.append(Lexeme(tok, None))
+                out.append(Lexeme(tok, None, at=start))
             i += 1
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Before reading: the language, typos, words that change meaning in context, the photo's
+# description
+# ---------------------------------------------------------------------------------------------
+
+# Every token the planner knows, alone or inside a phrase.
+_VOCAB = frozenset(
+    {tok for phrase in LEXICON for tok in phrase}
+    | set(NUMBER_WORDS)
+    | {tok for unit in UNITS for tok in unit}
+    | {"minus", "negative", "plus", "per", "cent"}
+)
+
+
+def _not_english(instruction: str) -> str | None:
+    """Why the instruction is refused as not English, or None.
+
+    A word is foreign when it has a letter outside a-z ("más", "照片") or is a common word of
+    another language (:data:`FOREIGN`) that the lexicon does not also know; English when the
+    lexicon knows it. More foreign words than English ones is another language.
+    """
+    words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", instruction.lower())
+    # A word of both ("plus", "de") says nothing either way.
+    foreign = [w for w in words if not w.isascii() or (w in FOREIGN and w not in _VOCAB)]
+    english = [w for w in words if w.isascii() and w in _VOCAB and w not in FOREIGN]
+    if not foreign or len(foreign) <= len(english):
+        return None
+    return (
+        f"{ENGLISH_ONLY}, and {instruction.strip()!r} does not read"
+        ' as English; say it in English, e.g. "make it brighter" or "rotate 90 degrees".'
+    )
+
+
+def _deletes(word: str, depth: int) -> set[str]:
+    """``word`` with up to ``depth`` letters deleted (the keys of the typo index)."""
+    out, frontier = {word}, {word}
+    for _ in range(depth):
+        frontier = {w[:k] + w[k + 1 :] for w in frontier for k in range(len(w))}
+        out |= frontier
+    return out
+
+
+def _typo_depth(word: str) -> int:
+    """How many edits a word of this length may be off by: 2 from 8 letters, else 1."""
+    return 2 if len(word) >= 8 else 1
+
+
+@lru_cache(maxsize=1)
+def _typo_index() -> dict[str, tuple[str, ...]]:
+    """Deletion variants -> known words: two words within k edits share a variant with k or
+    fewer deletions, so lookups need no scan of the vocabulary."""
+    index: dict[str, list[str]] = {}
+    for word in sorted(_VOCAB):
+        if word.isalpha() and len(word) >= 3:
+            for key in _deletes(word, 2 if len(word) >= 6 else 1):
+                index.setdefault(key, []).append(word)
+    return {k: tuple(v) for k, v in index.items()}
+
+
+def _edits(a: str, b: str) -> int:
+    """Edit distance with adjacent transpositions (optimal string alignment)."""
+    before, row = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(row[j] + 1, cur[j - 1] + 1, row[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], before[j - 2] + 1)
+        before, row = row, cur
+    return row[-1]
+
+
+# After these a word is a noun: "the shark" is never read as "sharp", "the tower" as "lower".
+_NOUN_CONTEXT = {"the", "this", "that", "these", "those", "my", "your", "our", "his", "her"}
+_NOUN_CONTEXT |= {"their", "its"}
+
+
+def _nounish(word: str) -> bool:
+    w = LEXICON.get((word,))
+    if w is None:
+        return True  # a word of a longer phrase ("white" of "white balance")
+    return (
+        w.role in ("semantic", "target", "look")
+        or (w.role == "op" and w.pos in ("setting", "noun", "problem"))
+        or w.image
+    )
+
+
+def _meaning(word: str) -> tuple:
+    w = LEXICON.get((word,))
+    return ("phrase", word) if w is None else (w.role, w.ops())
+
+
+def _suggestions(tok: str, noun: bool) -> list[str]:
+    """Known words ``tok`` may be a typo of, best first; several only when they mean different
+    things (then none is taken). Short words are spared: a 4-letter word only for a swapped
+    pair ("mkae") or a dropped letter ("whte"), nothing under 4 letters."""
+    if len(tok) < 4 or not tok.isalpha() or not tok.isascii():
+        return []
+    depth = _typo_depth(tok)
+    index = _typo_index()
+    found = {c for key in _deletes(tok, depth) for c in index.get(key, ())}
+    scored = []
+    for c in found:
+        d = _edits(tok, c)
+        if d > depth or (noun and not _nounish(c)):
+            continue
+        if len(tok) == 4 and not (len(c) == 5 or (len(c) == 4 and sorted(c) == sorted(tok))):
+            continue
+        scored.append((d, c))
+    if not scored:
+        return []
+    best = min(d for d, _ in scored)
+    # Dropped letters are likelier than extra ones: prefer a word at least as long.
+    ranked = sorted(
+        (c for d, c in scored if d == best),
+        key=lambda c: (len(c) < len(tok), abs(len(c) - len(tok)), c),
+    )
+    if len({_meaning(c) for c in ranked}) == 1:
+        return ranked[:1]
+    return ranked
+
+
+def _correct(toks: list[str], lexemes: list[Lexeme], keep: set[int]):
+    """Typos among the unknown words (those outside the photo's description, ``keep``):
+    (corrected tokens, [(typo, word)], [(typo, [candidates])] for ambiguous ones)."""
+    toks = list(toks)
+    fixed: list[tuple[str, str]] = []
+    unsure: list[tuple[str, list[str]]] = []
+    for k, lx in enumerate(lexemes):
+        if lx.role != "unknown" or k in keep or lx.at < 0:
+            continue
+        j = k - 1
+        while j >= 0 and lexemes[j].role == "unknown":
+            j -= 1
+        noun = j >= 0 and lexemes[j].text in _NOUN_CONTEXT
+        found = _suggestions(lx.text, noun)
+        if len(found) == 1:
+            toks[lx.at] = found[0]
+            fixed.append((lx.text, found[0]))
+        elif found:
+            unsure.append((lx.text, found[:3]))
+    return toks, fixed, unsure
+
+
+def _has_op(lx: Lexeme, name: str) -> bool:
+    w = lx.word
+    return w is not None and w.role == "op" and any(o == name for o, _ in w.more or ())
+
+
+def _segments(lexemes: list[Lexeme], roles: tuple[str, ...]) -> list[range]:
+    """Index ranges between lexemes of ``roles`` (clauses: "bound"; items: also "join")."""
+    out, start = [], 0
+    for k, lx in enumerate(lexemes):
+        if lx.role in roles:
+            out.append(range(start, k))
+            start = k + 1
+    out.append(range(start, len(lexemes)))
+    return out
+
+
+_ARTICLES = {"a", "an", "the", "this", "that", "my", "your", "our", "his", "her", "their"}
+_OBJECT = Word("semantic", category="names a part of the picture")
+
+
+def _in_context(lexemes: list[Lexeme]) -> list[Lexeme]:
+    """Words whose meaning depends on their neighbours: "left" and "right" in a clause with
+    "rotate" are its direction; a flip in the same item as "vertically" or "upside down" is
+    vertical (and those words say nothing more)."""
+    out = list(lexemes)
+    for clause in _segments(out, ("bound",)):
+        # "turn it clockwise": a turning direction makes "turn" a rotation.
+        if any(out[k].word is not None and out[k].word.turn for k in clause):
+            for k in clause:
+                if out[k].text in ("turn", "turning") and not _has_op(out[k], "rotate"):
+                    out[k] = Lexeme(out[k].text, LEXICON[("rotate",)], at=out[k].at)
+                    break
+        if any(_has_op(out[k], "rotate") for k in clause):
+            for k in clause:
+                turn = {"left": LEFT_TURN, "right": RIGHT_TURN}.get(out[k].text)
+                if turn is not None:
+                    out[k] = Lexeme(out[k].text, turn, at=out[k].at)
+    for item in _segments(out, ("bound", "join")):
+        # After a determiner a mirror is an object ("add a mirror"), not a flip.
+        for k in item:
+            if out[k].text == "mirror" and k > 0 and out[k - 1].text in _ARTICLES:
+                out[k] = Lexeme(out[k].text, _OBJECT, at=out[k].at)
+        flips = [k for k in item if _has_op(out[k], "flip_horizontal")]
+        axis = [k for k in item if out[k].word is not None and out[k].word.axis == "v"]
+        if flips and axis:
+            for k in flips:
+                out[k] = Lexeme(out[k].text, FLIP_VERTICAL, at=out[k].at)
+            for k in axis:
+                out[k] = Lexeme(out[k].text, FILLER, at=out[k].at)
+    return out
+
+
+_DEFINITE = {"the", "this", "that", "these", "those", "my", "your", "our", "his", "her", "their"}
+_POSSESSIVE = {"his", "her", "their"}
+_DESCRIBES = {"of", "from", "taken", "showing", "i", "we", "that", "which", "where"}
+
+
+def _describes(lx: Lexeme) -> bool:
+    """Whether ``lx`` can be part of what a photo shows ("of my cat on the beach")."""
+    if lx.role in ("unknown", "semantic"):
+        return True
+    return lx.role == "filler" and not lx.word.verb
+
+
+def _description(lexemes: list[Lexeme]) -> set[int]:
+    """Indices of the words that describe the photo rather than a part of it: the words
+    between a definite determiner and a photo noun ("my vacation photo", "this sunset
+    picture"), a possessive before one ("her selfie"), and what follows "of", "from", "taken",
+    "I took" after one, up to the next word that is not a noun or filler ("this photo of my
+    cat | brighter"). A global edit of the photo is global whatever the photo shows; a part
+    named anywhere else ("brighten the cat in this photo") is still local."""
+    drop: set[int] = set()
+    for k, lx in enumerate(lexemes):
+        if lx.word is None or not lx.word.image:
+            continue
+        j = k - 1
+        while j >= 0 and lexemes[j].role in ("unknown", "semantic"):
+            if lexemes[j].text in _DEFINITE:
+                break
+            j -= 1
+        if j >= 0 and lexemes[j].text in _DEFINITE:
+            drop.update(range(j + 1, k))
+            if lexemes[j].text in _POSSESSIVE:
+                drop.add(j)
+        if k + 1 < len(lexemes) and lexemes[k + 1].text in _DESCRIBES:
+            j = k + 1
+            while j < len(lexemes) and _describes(lexemes[j]):
+                j += 1
+            drop.update(range(k + 1, j))
+    return drop
+
+
+def _read(instruction: str) -> tuple[list[Lexeme], list[tuple[str, str]], list]:
+    """The instruction as lexemes ready for the rules: typos outside the photo's description
+    corrected, context applied, the description dropped. Also returns the corrections and the
+    ambiguous typos (for the reason)."""
+    toks = _tokens(instruction)
+    lexemes = _lex(toks)
+    corrected, fixed, unsure = _correct(toks, lexemes, _description(lexemes))
+    if fixed:
+        lexemes = _lex(corrected)
+    lexemes = _in_context(lexemes)
+    drop = _description(lexemes)
+    return [lx for k, lx in enumerate(lexemes) if k not in drop], fixed, unsure
+
+
+def _typo_note(fixed: list[tuple[str, str]], unsure: list[tuple[str, list[str]]]) -> str:
+    """'; "brigten" was read as "brighten" (did you mean "brighten"?)' and the like."""
+    parts = [f'"{typo}" was read as "{word}" (did you mean "{word}"?)' for typo, word in fixed]
+    for typo, words in unsure:
+        options = " or ".join(f'"{w}"' for w in words)
+        parts.append(f'did you mean {options} for "{typo}"?')
+    return "".join(f"; {p}" for p in parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -847,6 +610,7 @@ class _Context:
     q: Lexeme | None  # a stated quantity
     too: bool  # "too dark": ask for the opposite
     described: bool  # "it is dark", "the colors look dull": ask for the opposite
+    fixes: bool = False  # "fix the exposure", or a bare "white balance": settings mean auto ops
 
     @property
     def flip(self) -> bool:
@@ -871,6 +635,7 @@ class _Request:
     priority: int  # 2 explicit with an amount, 1 explicit, 0 from a look
     phrase: str
     note: str
+    limit: str = ""  # how the amount was brought into range ("clamped ...", "wrapped ...")
 
 
 def _split(lexemes: list[Lexeme]) -> list[list[_Item]]:
@@ -965,6 +730,10 @@ def _chain_contexts(chain: list[_Item]) -> list[_Context]:
     quantities = {(q.value, q.unit): q for item in chain for q in item.quantities}
     shared_q = next(iter(quantities.values())) if len(quantities) == 1 else None
     trailing = _trailing_mags(chain[-1]) if len(chain) > 1 else []
+    # "fix the exposure and the white balance"; a setting named alone ("white balance").
+    fixes = any(x.word is not None and x.word.fixes for x in lexemes) or not any(
+        x.word is not None and (x.word.verb or x.word.desire or x.role == "copula") for x in lexemes
+    )
     contexts: list[_Context] = []
     mods: list[Lexeme] = []
     mags: list[Lexeme] = []
@@ -978,6 +747,7 @@ def _chain_contexts(chain: list[_Item]) -> list[_Context]:
             q=item.quantities[0] if item.quantities else shared_q,
             too=too,
             described=described,
+            fixes=fixes,
         )
         mods, mags = item.mods or mods, ctx.mags
         contexts.append(ctx)
@@ -1038,9 +808,11 @@ def _item_ops(item: _Item, ctx: _Context) -> tuple[list[tuple[Lexeme, bool]], li
     ops = list(item.ops)
     mods = list(ctx.mods)
     q = ctx.q
-    # A "stops" quantity with no op word is an exposure change ("+1 EV").
-    if not ops and q is not None and q.unit == "ev" and item.quantities:
-        ops = [(Lexeme("exposure", target("exposure")), False)]
+    # A quantity with no op word names the op of its unit: "+1 EV" is an exposure change, "16:9"
+    # a crop, "4k" a resize, "90 degrees" a rotation, "2x" a scale.
+    if not ops and q is not None and item.quantities and q.unit in _IMPLIED:
+        name = _IMPLIED[q.unit]
+        ops = [(Lexeme(name, LEXICON[(name,)]), False)]
     # "soften it", "enhance the photo": the modifier's own meaning when nothing else is named.
     if not ops:
         for m in mods:
@@ -1056,6 +828,9 @@ def _item_ops(item: _Item, ctx: _Context) -> tuple[list[tuple[Lexeme, bool]], li
     if q is not None and q.unit == "degrees":
         hue = op("noun", {"hue": +1})
         ops = [(Lexeme(lx.text, hue), n) if lx.word.weak else (lx, n) for lx, n in ops]
+    # With a hue word, "rotate" is only its verb ("rotate the hue by 45 degrees").
+    if any(_has_op(lx, "hue") for lx, _ in ops):
+        ops = [(lx, n) for lx, n in ops if not lx.word.hue_verb]
     # "colors", "tint", "light": only when nothing more specific is named in the item.
     ops = [(lx, n) for lx, n in ops if not lx.word.weak] or ops
     # A setting named without a direction names what another word moves ("add a green tint").
@@ -1070,8 +845,11 @@ def _item_ops(item: _Item, ctx: _Context) -> tuple[list[tuple[Lexeme, bool]], li
 
 
 def _direction_sign(m: Lexeme, lx: Lexeme) -> int:
-    """The sign a modifier gives an op word (targets read brightness and recovery words)."""
+    """The sign a modifier gives an op word (targets read brightness and recovery words, a
+    rotation its direction, which means nothing to other ops)."""
     w = m.word
+    if w.turn:
+        return w.turn if _has_op(lx, "rotate") else 1
     if lx.word.role == "target":
         if w.recover:
             return lx.word.recover_sign or w.sign
@@ -1111,6 +889,16 @@ def _resolve_item(
             d = -d  # "exposure -0.7"
         directed = directed or q is not None
         if w.needs_direction and not directed:
+            if w.auto and ctx.fixes:  # "fix the exposure", "white balance"
+                spec = SPECS[w.auto]
+                fix = " ".join([x.text for x in item.lexemes if x.word and x.word.fixes][:1])
+                phrase = f"{fix} {lx.text}".strip()
+                amount, limit = _limit(w.auto, spec.moderate * factor)
+                requests.append(_Request(w.auto, amount, 1, phrase, mag_note, limit))
+                continue
+            exact = next((o for o, _ in w.more or () if o in _EXACT_HINT), None)
+            if exact is not None:
+                raise _Refuse(f'"{lx.text}" {_EXACT_HINT[exact]}, so the editor handles it.')
             raise _Refuse(
                 f'"{lx.text}" names a setting but not which way to move it, so the editor'
                 " handles it."
@@ -1128,14 +916,18 @@ def _resolve_item(
         if q is not None and q.unit == "ev":  # "brighten by one stop" is exposure
             effects = tuple(("exposure" if o == "brightness" else o, s) for o, s in effects)
         for op_name, s in effects:
-            spec = SPECS[op_name]
-            amount = _convert(q, op_name, s) if q is not None else None
-            if amount is not None:
-                note, priority = q.text, 2
+            if op_name in _EXACT:
+                op_name, amount, note = _exact(op_name, s, q, lx)
+                priority = 2 if note else 1
             else:
-                note, priority = mag_note, 2 if mag_note else 1
-                amount = spec.moderate * factor * s
-            requests.append(_Request(op_name, spec.clamp(amount), priority, phrase, note))
+                amount = _convert(q, op_name, s) if q is not None else None
+                if amount is not None:
+                    note, priority = q.text, 2
+                else:
+                    note, priority = mag_note, 2 if mag_note else 1
+                    amount = SPECS[op_name].moderate * factor * s
+            amount, limit = _limit(op_name, amount)
+            requests.append(_Request(op_name, amount, priority, phrase, note, limit))
 
 
 def _request_look(
@@ -1161,11 +953,91 @@ def _request_look(
         requests.append(_Request(o["op"], amount, 0, f'the "{w.preset}" look', note))
 
 
+# Ops whose amount is a fact, not a strength: a magnitude word does not scale them.
+_EXACT = ("rotate", "flip_horizontal", "flip_vertical", "crop_aspect", "straighten", "scale")
+_EXACT += ("resize",)
+# What an exact op's word leaves open when it is named alone.
+_EXACT_HINT = {
+    "rotate": 'does not say which way or how far; say e.g. "rotate 90 degrees clockwise"',
+    "crop_aspect": 'does not say to what shape; say e.g. "crop to square" or "crop to 16:9"',
+    "scale": 'does not say to what size; say e.g. "make it twice as big" or "resize to 2048 px"',
+}
+# The op a quantity names when no op word does ("+1 EV", "16:9", "4k", "90 degrees", "2x").
+_IMPLIED = {
+    "ev": "exposure",
+    "ratio": "crop",
+    "px": "resize",
+    "k": "resize",
+    "lines": "resize",
+    "degrees": "rotate",
+    "factor": "scale",
+}
+
+
+def _pixels(q: Lexeme) -> float:
+    """A size quantity as the long side in pixels: "2000 px", "4k" (3840), "1080p" (1920)."""
+    v = abs(q.value)
+    if q.unit == "k":
+        return float(K_PIXELS.get(v, v * 960))
+    if q.unit == "lines":  # a 16:9 frame's height
+        return float(round(v * 16 / 9))
+    return v
+
+
+def _exact(op_name: str, s: float, q: Lexeme | None, lx: Lexeme) -> tuple[str, float, str]:
+    """An exact op's (op, amount, note). ``s`` is the word's own amount ("upside down" 180,
+    "square" 1, "upscale" 2, "shrink" 0.5, "rotate" +/-90 by direction); a stated quantity
+    replaces it where it fits: degrees for a rotation, a ratio for a crop, a factor or a
+    percentage for a scale, a size ("px", "4k", "1080p") makes any scale a resize. Words with a
+    fixed amount ("twice as big", "upside down") and flips keep theirs."""
+    w = lx.word
+    if q is None or w.pos in ("noun", "adj") or op_name not in ("rotate", "crop_aspect", "scale"):
+        if op_name == "crop_aspect" and s == 0:
+            raise _Refuse(f'"{lx.text}" {_EXACT_HINT["crop_aspect"]}, so the editor handles it.')
+        return op_name, s, ""
+    v = abs(q.value)
+    if op_name == "rotate" and q.unit in ("degrees", None):
+        return op_name, math.copysign(v, s), q.text
+    if op_name == "crop_aspect" and q.unit == "ratio":
+        return op_name, q.value, q.text
+    if op_name == "scale":
+        if q.unit in ("px", "k", "lines"):
+            return "resize", _pixels(q), q.text
+        if q.unit in ("factor", None) and v > 0:
+            # "shrink it 2x" halves it; "scale it by 0.5" is a factor as stated.
+            return op_name, 1 / v if s < 1 < v else v, q.text
+        if q.unit == "percent":
+            p = v / 100
+            if w.pos == "setting" or p > 1:  # "scale to 50%", "upscale to 200%"
+                return op_name, p, q.text
+            return op_name, 1 + p if s > 1 else 1 - p, q.text  # "enlarge by 50%"
+    raise _Refuse(f'"{q.text}" is not an amount "{lx.text}" can take, so the editor handles it.')
+
+
+def _limit(op_name: str, amount: float) -> tuple[float, str]:
+    """``amount`` brought into the op's range, and a note when it had to be: angles wrap
+    around the circle (hue +400 degrees is +40), anything else is clamped."""
+    spec = SPECS[op_name]
+    if spec.unit == "degrees" and abs(amount) > 180:
+        wrapped = math.remainder(amount, 360.0) + 0.0
+        wrapped = 180.0 if wrapped == -180.0 else wrapped
+        return wrapped, f"wrapped to {wrapped:+g}"
+    clamped = spec.clamp(amount)
+    if abs(clamped - amount) > 1e-9:
+        return clamped, (
+            f"{amount:+.4g} clamped to {clamped:+.4g}, the {'most' if clamped < amount else 'least'}"
+            f" {op_name} can take ({spec.min:g} .. {spec.max:g})"
+        )
+    return clamped, ""
+
+
 def _convert(q: Lexeme, op_name: str, sign: float) -> float | None:
     """A stated quantity as an amount of ``op_name`` (signed by ``sign``), or None if it does
     not apply to that op (stops to anything but exposure, degrees to anything but hue)."""
     spec = SPECS[op_name]
     v = abs(q.value)
+    if q.unit not in ("ev", "degrees", "percent", None):
+        return None  # a ratio, size or factor says nothing about a strength
     if q.unit == "ev":
         return sign * v if op_name == "exposure" else None
     if q.unit == "degrees":
@@ -1183,10 +1055,18 @@ def _convert(q: Lexeme, op_name: str, sign: float) -> float | None:
 
 
 def _fmt(op_name: str, amount: float) -> str:
-    if op_name == "hue":
-        return f"hue {amount:+.0f} degrees"
+    if SPECS[op_name].unit == "degrees":
+        return f"{op_name} {amount:+g} degrees"
     if op_name == "exposure":
         return f"exposure {amount:+.2f} EV"
+    if op_name in ("flip_horizontal", "flip_vertical", "straighten"):
+        return op_name
+    if op_name == "crop_aspect":
+        return f"crop_aspect {amount:.4g} (width / height)"
+    if op_name == "scale":
+        return f"scale x{amount:g}"
+    if op_name == "resize":
+        return f"resize to {amount:.0f} px on the long side"
     return f"{op_name} {amount:+.2f}"
 
 
@@ -1222,27 +1102,21 @@ def _blocker(lexemes: list[Lexeme]) -> str | None:
     """Why the instruction needs the editor before any op is read, or None.
 
     Parts of the picture, people, styles, weather, text and layout come first (they say why),
-    then object verbs ("replace", "erase"), then any word the lexicon does not know.
+    then object verbs ("replace", "erase"), then any word the lexicon does not know. A part
+    named for the one op that uses it is no local request ("straighten the horizon").
     """
-    has_hue = any(
-        lx.word is not None and lx.word.role == "op" and "hue" in lx.word.ops() for lx in lexemes
-    )
-    has_degrees = any(lx.unit == "degrees" for lx in lexemes)
-    has_colors = any(lx.word is not None and lx.word.weak for lx in lexemes)
-    has_hue = has_hue or (has_degrees and has_colors)
-
-    semantic = [(k, lx.word.category) for k, lx in enumerate(lexemes) if lx.role == "semantic"]
+    asked = {
+        o for lx in lexemes if lx.word is not None and lx.word.role == "op" for o in lx.word.ops()
+    }
+    semantic = [
+        (k, lx.word.category)
+        for k, lx in enumerate(lexemes)
+        if lx.role == "semantic" and not set(lx.word.ok_with) & asked
+    ]
     semantic.sort(key=lambda kc: kc[1] == _OBJECT_EDIT)  # stable: first in text order
     if semantic:
         k, category = semantic[0]
         return f'"{_span(lexemes, k)}" {category}, which needs the editor, not a global adjustment.'
-    for lx in lexemes:
-        if lx.word is not None and lx.word.needs_hue and not has_hue:
-            return (
-                f'"{lx.text}" {lx.word.category}, which needs the editor, not a global adjustment.'
-            )
-    if has_degrees and not has_hue:
-        return "A rotation in degrees changes the framing or layout, which needs the editor."
     for k, lx in enumerate(lexemes):
         if lx.role == "unknown":
             return (
@@ -1270,47 +1144,63 @@ def _merge(requests: list[_Request], negations: list[_Negation]) -> list[_Reques
 
 
 def _round(op_name: str, amount: float) -> float:
-    return round(amount, 1 if SPECS[op_name].unit == "degrees" else 3) + 0.0
+    """Plans are read by people: 3 decimals, 1 for degrees, whole pixels; an aspect ratio
+    keeps 6 so that 16:9 crops to the pixel."""
+    places = {"degrees": 1}.get(SPECS[op_name].unit, 3)
+    places = {"crop_aspect": 6, "resize": 0}.get(op_name, places)
+    return round(amount, places) + 0.0
 
 
 def plan(instruction: str) -> EditPlan:
     """Plan one instruction (see the module docstring for the rules).
 
-    Raises :class:`PbmlxError` for an empty or blank instruction.
+    Raises :class:`PbmlxError` for an empty or blank instruction. An instruction that is not
+    in English goes to the editor with a reason that says only English is understood. An
+    instruction that only says what to leave alone ("don't make it brighter") is a no-op plan:
+    route ``"adjust"``, no ops, and a reason saying so.
     """
     if not isinstance(instruction, str) or not instruction.strip():
         raise PbmlxError("The instruction is empty; say what to change, e.g. 'brighten it'.")
-    lexemes = _lex(instruction)
+    foreign = _not_english(instruction)
+    if foreign is not None:
+        return EditPlan(instruction, "diffusion", [], foreign)
+    lexemes, fixed, unsure = _read(instruction)
+    typos = _typo_note(fixed, unsure)
 
-    def diffusion(reason: str) -> EditPlan:
-        return EditPlan(instruction, "diffusion", [], reason)
+    def finish(route: Route, ops: list[dict], reason: str) -> EditPlan:
+        return EditPlan(instruction, route, ops, reason.rstrip(".") + typos + ".")
 
     reason = _blocker(lexemes)
     if reason is not None:
-        return diffusion(reason)
+        return finish("diffusion", [], reason)
     try:
         requests, negations = _requests(lexemes)
     except _Refuse as refusal:
-        return diffusion(str(refusal))
+        return finish("diffusion", [], str(refusal))
     chosen = _merge(requests, negations)
     first = {r.op: k for k, r in reversed(list(enumerate(requests)))}
     chosen.sort(key=lambda r: first[r.op])
     ops = [{"op": r.op, "amount": _round(r.op, r.amount)} for r in chosen]
     ops = [o for o in ops if o["amount"] != 0.0]
     if not ops:
-        if negations:
-            return diffusion(
-                "It only says what to leave alone; there is no global adjustment to make, so"
-                " the editor handles it."
+        if negations or any(lx.role == "neg" for lx in lexemes):
+            return finish(
+                "adjust",
+                [],
+                f"Nothing to change: {instruction.strip()!r} only says what to leave alone.",
             )
-        return diffusion("No global adjustment was named, so the editor handles it.")
+        if chosen:  # "rotate the hue by 360 degrees"
+            notes = "; ".join(f'"{r.phrase}" ({r.limit or r.note})' for r in chosen)
+            return finish("adjust", [], f"Nothing to change: {notes} comes to no change.")
+        return finish("diffusion", [], "No global adjustment was named, so the editor handles it.")
 
     # Reason: phrase -> ops, in the order the phrases came.
     kept = {o["op"]: o["amount"] for o in ops}
     parts: dict[tuple[str, str], list[str]] = {}
     for r in chosen:
         if r.op in kept:
-            parts.setdefault((r.phrase, r.note), []).append(_fmt(r.op, kept[r.op]))
+            note = ", ".join(x for x in (r.note, r.limit) if x)
+            parts.setdefault((r.phrase, note), []).append(_fmt(r.op, kept[r.op]))
     clauses = []
     for (phrase, note), effects in parts.items():
         label = phrase if phrase.startswith("the ") else f'"{phrase}"'
@@ -1319,4 +1209,4 @@ def plan(instruction: str) -> EditPlan:
     if negations:
         phrases = ", ".join(f'"{p}"' for p in dict.fromkeys(n.phrase for n in negations))
         text += f"; nothing for {phrases}, as asked"
-    return EditPlan(instruction, "adjust", ops, text + ".")
+    return finish("adjust", ops, text)
