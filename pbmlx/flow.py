@@ -37,7 +37,7 @@ from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from pbmlx.editor import DEFAULT_SIZE, Editor, EditorResult
 from pbmlx.errors import PbmlxError
 from pbmlx.load import DEFAULT_MAX_PIXELS, Photo, read_image
-from pbmlx.plan import EditPlan, plan
+from pbmlx.plan import ENGLISH_ONLY, EditPlan, plan
 from pbmlx.save import check_output_path, default_output_path, write_image
 
 # "coreml": every instruction goes to the editor, which must be a Core ML bundle (macOS).
@@ -103,6 +103,7 @@ class Turn:
     editor: EditorResult | None = None  # diffusion turns: provenance, stage timings, memory
     judge: Any = None  # judged edits: the pbmlx.judge.retry.Choice (kept attempt and the others)
     judge_seconds: float = 0.0  # of ``seconds``, the time spent judging
+    warps: list = field(default_factory=list)  # adjust turns: the resolved geometric transforms
 
     def to_dict(self) -> dict:
         out = {**self.plan.to_dict(), "engine": self.engine, "seconds": round(self.seconds, 4)}
@@ -220,6 +221,8 @@ def plan_turns(
     planned = []
     for text in instructions:
         p = plan(text)
+        if p.reason.startswith(ENGLISH_ONLY):  # the editor's text encoder reads English only too
+            raise PbmlxError(p.reason)
         chosen = {"auto": p.route, "coreml": "diffusion"}.get(engine, engine)
         if chosen == "adjust" and p.route != "adjust":
             raise PbmlxError(
@@ -295,8 +298,13 @@ def _run_turns(
             # 8-bit codes in (an 8-bit file's own samples) give 8-bit codes out of the last turn
             # (what will be saved, quantized once); turns before it keep float values.
             codes_out = _is_codes(rgb) and k == len(planned) - 1
+            warps: list = []  # geometric steps, resolved: the alpha plane replays them
             x = apply_ops(
-                np.asarray(x), p.ops, seed=seed + k, out_dtype=mx.uint8 if codes_out else mx.float32
+                np.asarray(x),
+                p.ops,
+                seed=seed + k,
+                out_dtype=mx.uint8 if codes_out else mx.float32,
+                warps=warps,
             )
             choice = None
             if judging is not None:
@@ -304,7 +312,8 @@ def _run_turns(
 
                 verdict = judged(before, x, p.instruction)
                 choice = choose_best([Attempt(seed + k, None, verdict)], judging.min_score)
-            turns.append(Turn(p, engine, time.perf_counter() - t0, None, choice, judge_time[0]))
+            seconds = time.perf_counter() - t0
+            turns.append(Turn(p, engine, seconds, None, choice, judge_time[0], warps))
             continue
         if editor is None:  # plan_turns has already refused this; kept as a guard
             _require_editor(p)
@@ -348,6 +357,48 @@ def _run_turns(
     if _is_codes(x):
         return x, turns
     return np.asarray(x, dtype=np.float32), turns
+
+
+def _follow_geometry(
+    turns: list[Turn], alpha: np.ndarray | None, photo: Photo | None = None
+) -> tuple[np.ndarray | None, Photo | None]:
+    """The alpha plane and the photo's metadata after the turns' geometric steps: alpha goes
+    through the same warps (rotations fill it transparent); an odd number of quarter turns
+    swaps the x and y resolution; the EXIF pixel dimensions (if present) become the new size.
+    The EXIF orientation is already 1 (the loader made the pixels upright), so it stays."""
+    warps = [w for t in turns for w in t.warps]
+    if not warps:
+        return alpha, photo
+    from dataclasses import replace
+
+    from pbmlx.adjust.geometry import apply_warps_to_plane
+
+    if alpha is not None:
+        alpha = apply_warps_to_plane(alpha, warps)
+    if photo is None:
+        return alpha, None
+    height, width = photo.height, photo.width
+    for w in warps:
+        height, width = w.output_size(height, width)
+    dpi = photo.dpi
+    if dpi is not None and sum(w.swaps_axes for w in warps) % 2:
+        dpi = (dpi[1], dpi[0])
+    return alpha, replace(photo, dpi=dpi, exif=_exif_with_size(photo.exif, width, height))
+
+
+def _exif_with_size(exif: bytes | None, width: int, height: int) -> bytes | None:
+    """``exif`` with PixelXDimension / PixelYDimension set to the new size where it has them."""
+    if exif is None:
+        return None
+    exif_ifd, pixel_x, pixel_y = 0x8769, 0xA002, 0xA003
+    tags = Image.Exif()
+    tags.load(exif)
+    ifd = tags.get_ifd(exif_ifd)
+    if pixel_x not in ifd and pixel_y not in ifd:
+        return exif
+    ifd[pixel_x], ifd[pixel_y] = width, height
+    data = tags.tobytes()
+    return data if data.startswith(b"Exif") else b"Exif\0\0" + data
 
 
 def _is_codes(x: Any) -> bool:
@@ -474,6 +525,7 @@ def edit(
     t_load = time.perf_counter()
     planned, editor, judge = _prepare(list(instructions), engine, options, seed, judging)
     out, turns = _run_turns(rgb, planned, seed, editor, options, judging, judge)
+    alpha, _ = _follow_geometry(turns, alpha)
     t_edit = time.perf_counter()
     seconds = {"load": t_load - t0, "edit": t_edit - t_load, "total": t_edit - t0}
     return EditResult(_float_to_pil(out, alpha), turns, seed, seconds, _peak_memory(turns))
@@ -490,8 +542,12 @@ def edit_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     options: EditorOptions | None = None,
     judging: JudgeOptions | None = None,
+    quality: int | None = None,
 ) -> tuple[EditResult, Path]:
-    """Edit an image file and write the result atomically (default ``<stem>.edited.<ext>``).
+    """Edit an image file and write the result atomically (default: ``default_output_path``).
+
+    ``quality``: 1-100 for JPEG, WebP and HEIF output; ``None`` keeps a JPEG input's own
+    quality and chroma subsampling (see :func:`pbmlx.save.write_image`).
 
     Plans every instruction, loads the editor if a turn needs it (``options``) and the judge
     if ``judging``, and checks the output path before reading pixels; never writes over the
@@ -512,8 +568,10 @@ def edit_file(
     adjust_only = all(engine == "adjust" for _, engine in planned) and planned
     source = photo.codes if adjust_only and photo.codes is not None else photo.rgb
     rgb, turns = _run_turns(source, planned, seed, editor, options, judging, judge)
+    # Geometric steps: alpha, resolution and EXIF size follow the pixels.
+    alpha, edited = _follow_geometry(turns, photo.alpha, photo)
     t_edit = time.perf_counter()
-    written = write_image(photo, rgb, out_path, overwrite=overwrite)
+    written = write_image(edited, rgb, out_path, overwrite=overwrite, quality=quality, alpha=alpha)
     t_save = time.perf_counter()
     seconds = {
         "load": t_load - t0,
@@ -521,7 +579,7 @@ def edit_file(
         "save": t_save - t_edit,
         "total": t_save - t0,
     }
-    result = EditResult(_float_to_pil(rgb, photo.alpha), turns, seed, seconds, _peak_memory(turns))
+    result = EditResult(_float_to_pil(rgb, alpha), turns, seed, seconds, _peak_memory(turns))
     return result, written
 
 
@@ -558,6 +616,7 @@ def main(args: argparse.Namespace) -> int:
             progress=True,
         ),
         judging=JudgeOptions(args.best_of, args.min_score, args.judge_model) if judged else None,
+        quality=args.quality,
     )
     if args.json:
         print(json.dumps({"input": str(args.input), "output": str(written), **result.to_dict()}))
@@ -602,6 +661,17 @@ def _judge_line(choice: Any) -> str:
     return f"{head}: {scores}{tail}"
 
 
+def _quality(text: str) -> int:
+    """argparse type of --quality: a whole number from 1 to 100."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {text!r}")
+    return value
+
+
 def add_parser(sub, parents) -> None:
     from pbmlx.judge.command import at_least_one, unit_interval
 
@@ -619,7 +689,15 @@ def add_parser(sub, parents) -> None:
         "-o",
         "--output",
         metavar="OUT",
-        help="output path (default: <stem>.edited.<ext> beside INPUT)",
+        help="output path (default beside INPUT: <stem>.edited.<ext>, or <name>.edited.png "
+        "for a format pbmlx does not write, e.g. cat.gif -> cat.gif.edited.png)",
+    )
+    p.add_argument(
+        "--quality",
+        type=_quality,
+        metavar="Q",
+        help="JPEG (and WebP, HEIC) quality, 1-100 (default: a JPEG input's own quality and "
+        "chroma subsampling; other inputs 90 with 4:2:0 for JPEG, 95 for WebP and HEIC)",
     )
     p.add_argument(
         "--engine",

@@ -15,6 +15,10 @@
   more than ``max_pixels`` pixels (checked from the header, before decoding), and images with
   more than one frame (animated GIF/WebP/PNG, multi-page TIFF). MPO (a JPEG with extra preview
   pictures, as many cameras write) and HEIF give their first, main picture.
+* What save needs to respect the file: a JPEG's quantisation tables (``Photo.jpeg_qtables``),
+  their estimated quality (``Photo.jpeg_quality``, the IJG quality whose tables are closest,
+  see :func:`estimate_jpeg_quality`) and its chroma subsampling (``Photo.jpeg_subsampling``);
+  a PNG's text chunks (``Photo.text``); XMP in any format that has it (``Photo.xmp``).
 * The input is opened read-only and never modified.
 
 numpy and PIL only (no MLX), so importing this module is cheap.
@@ -30,11 +34,11 @@ import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
 from pbmlx.errors import PbmlxError
 
@@ -48,12 +52,41 @@ READ_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "GIF", "BMP")
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 
 ORIENTATION = 0x0112
+XMP_TAG = 700  # TIFF's XMLPacket
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 # TIFF tags that describe a TIFF file's own pixel layout. PIL's getexif() on a TIFF returns them
 # with the descriptive tags; written into another file's EXIF they would describe nothing.
 _TIFF_LAYOUT_TAGS = frozenset(
     {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324,
      325, 330, 338, 339, 347, 530, 531, 532, 34377, 34675, 37724}
+)  # fmt: skip
+# PNG text keys not kept in Photo.text: the XMP packet (kept as Photo.xmp) and ImageMagick's copies
+# of EXIF and XMP, which pbmlx writes in their own chunks (an old EXIF copy would still hold the
+# file's orientation, which the upright pixels no longer need).
+_PNG_TEXT_CARRIED_ELSEWHERE = frozenset(
+    {"XML:com.adobe.xmp", "Raw profile type exif", "Raw profile type APP1", "Raw profile type xmp"}
+)
+# JPEG chroma subsampling as PIL's JpegImagePlugin.get_sampling numbers it.
+_SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+# ITU-T T.81 Annex K: the example luminance (K.1) and chrominance (K.2) quantisation tables that
+# the IJG library (libjpeg, libjpeg-turbo, so PIL and most software) scales by its quality
+# setting; natural (row-major) order, as PIL's `quantization` gives them.
+_ANNEX_K_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_ANNEX_K_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99,
+    18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99,
+    *(99,) * 32,
 )  # fmt: skip
 # Exceptions PIL's decoders raise on damaged data (besides UnidentifiedImageError, an OSError).
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error)
@@ -74,6 +107,14 @@ class Photo:
     gray: bool = False  # the file stores a single grey channel (save keeps it grey if it still is)
     dpi: tuple[float, float] | None = None  # (x, y) in the upright orientation
     codes: np.ndarray | None = None  # uint8 (H, W, 3) samples of an 8-bit colour file
+    # JPEG input only: the estimated IJG quality (1-100; estimate_jpeg_quality), the chroma
+    # subsampling ("4:4:4", "4:2:2", "4:2:0"; None for grey, CMYK or another layout) and the
+    # quantisation tables of slots 0 and 1 (luma, chroma; natural order; one for a grey file).
+    jpeg_quality: int | None = None
+    jpeg_subsampling: str | None = None
+    jpeg_qtables: tuple[tuple[int, ...], ...] | None = None
+    text: dict[str, str] = field(default_factory=dict)  # PNG tEXt/zTXt/iTXt: key -> text
+    xmp: bytes | None = None  # the XMP packet (JPEG APP1, PNG iTXt, TIFF tag 700, WebP, HEIF)
 
     @property
     def rgb(self) -> np.ndarray:
@@ -112,6 +153,65 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pho
             formats.append("HEIF")
         with _strict_pil():
             return _decode(f, path, formats, max_pixels)
+
+
+def ijg_quant_tables(quality: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (luminance, chrominance) tables the IJG library makes for ``quality`` (1-100).
+
+    libjpeg's rule (jpeg_quality_scaling, jpeg_add_quant_table with force_baseline, as PIL
+    calls it): scale = 5000 // q below 50, else 200 - 2q; entry = (base * scale + 50) // 100,
+    clipped to [1, 255]; base: Annex K's tables.
+    """
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(
+        tuple(min(max((b * scale + 50) // 100, 1), 255) for b in base)
+        for base in (_ANNEX_K_LUMA, _ANNEX_K_CHROMA)
+    )  # type: ignore[return-value]
+
+
+def _all_ijg_log_tables() -> np.ndarray:
+    """(100, 2, 64): log of every quality's (luma, chroma) tables, quality 1 first."""
+    return np.log([ijg_quant_tables(q) for q in range(1, 101)])
+
+
+_IJG_LOG_TABLES = _all_ijg_log_tables()
+
+
+def estimate_jpeg_quality(tables: dict[int, list[int]]) -> int | None:
+    """The IJG quality (1-100) whose tables are closest to a JPEG's quantisation ``tables``.
+
+    ``tables``: PIL's ``im.quantization`` ({slot: 64 entries in natural order}); slot 0 is
+    compared with the luminance table and slot 1 (when present) with the chrominance table.
+    Distance: the sum over entries of |ln(file's) - ln(IJG's)|, so each entry's relative error
+    counts alike, the small low-frequency steps that matter most as much as the large ones.
+    The smallest distance wins; a tie goes to the higher quality. Tables written by the IJG
+    library at quality q give q exactly (distance 0); other encoders' tables give the nearest
+    IJG quality. None when there is no usable table (no slot 0, or not 64 entries in
+    1..65535).
+    """
+    usable = _usable_qtables(tables)
+    if usable is None:
+        return None
+    wanted = np.log(np.asarray(usable, dtype=np.float64))
+    distance = np.abs(_IJG_LOG_TABLES[:, : len(wanted)] - wanted).sum(axis=(1, 2))
+    # argmin takes the first of equal minima: search from quality 100 down, so ties go higher.
+    return 100 - int(np.argmin(distance[::-1]))
+
+
+def _usable_qtables(tables: dict[int, list[int]]) -> tuple[tuple[int, ...], ...] | None:
+    """Slots 0 and 1 (or 0 alone) of ``tables`` if each is 64 entries in 1..65535, else None."""
+    usable = []
+    for slot in (0, 1):
+        table = tables.get(slot)
+        if table is None:
+            break
+        entries = tuple(int(v) for v in table)
+        if len(entries) != 64 or not all(1 <= v <= 65535 for v in entries):
+            return None
+        usable.append(entries)
+    return tuple(usable) or None
 
 
 def ensure_heif_support(path: Path) -> None:
@@ -229,6 +329,11 @@ def _decode(f: io.BufferedReader, path: Path, formats: list[str], max_pixels: in
             icc = None  # a profile for other data (e.g. GRAY on a palette image) would mislead
 
         exif, orientation = _upright_exif(im, fmt)
+        qtables = _usable_qtables(getattr(im, "quantization", None) or {})
+        jpeg_quality = estimate_jpeg_quality(dict(enumerate(qtables or ())))
+        jpeg_subsampling = _SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(im))
+        text = _png_text(im) if fmt == "PNG" else {}
+        xmp = _xmp(im.info.get("xmp"))
         values = _orient(values, orientation)
         alpha = None if alpha is None else _orient(alpha, orientation)
         dpi = _dpi(im.info.get("dpi"), swap=orientation in (5, 6, 7, 8))
@@ -257,7 +362,30 @@ def _decode(f: io.BufferedReader, path: Path, formats: list[str], max_pixels: in
         mode=mode,
         gray=gray,
         dpi=dpi,
+        jpeg_quality=jpeg_quality,
+        jpeg_subsampling=jpeg_subsampling,
+        jpeg_qtables=qtables,
+        text=text,
+        xmp=xmp,
     )
+
+
+def _png_text(im: Image.Image) -> dict[str, str]:
+    """A PNG's text chunks (iTXt values keep their language and translated key), read after
+    load: chunks after the pixels count too."""
+    text = getattr(im, "text", None) or {}
+    return {k: v for k, v in text.items() if k not in _PNG_TEXT_CARRIED_ELSEWHERE}
+
+
+def _xmp(value: object) -> bytes | None:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, tuple):  # a TIFF BYTE tag PIL could not turn into bytes
+        try:
+            value = bytes(value)
+        except (TypeError, ValueError):
+            return None
+    return value if isinstance(value, bytes) and value.strip(b"\0 \t\r\n") else None
 
 
 def _load(im: Image.Image, path: Path) -> None:
@@ -397,8 +525,8 @@ def _upright_exif(im: Image.Image, fmt: str) -> tuple[bytes | None, int]:
         orientation = exif.get(ORIENTATION, 1)
         if not len(exif):
             return None, 1
-        if fmt == "TIFF":
-            for tag in _TIFF_LAYOUT_TAGS & set(exif):
+        if fmt == "TIFF":  # XMP too: it is carried as Photo.xmp, not inside EXIF
+            for tag in (_TIFF_LAYOUT_TAGS | {XMP_TAG}) & set(exif):
                 del exif[tag]
         exif[ORIENTATION] = 1
         data = exif.tobytes()

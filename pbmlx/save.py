@@ -6,10 +6,27 @@
   .heic/.heif when pillow-heif is installed; anything else is refused.
 * Float samples are quantised with rounding: ``q = round(clip(x, 0, 1) * M)``, M = 255, or
   65535 when the input was 16-bit and the output is PNG or TIFF (then written 16-bit).
+* JPEG output follows a JPEG input: its own quantisation tables (slots 0 and 1: luma,
+  chroma), so the same quality, and its chroma subsampling. ``quality=Q`` (1-100; ``pbmlx
+  edit --quality``) replaces the tables by the IJG tables for Q (the input's subsampling
+  stays). Other inputs: quality 90 with 4:2:0 chroma (DEFAULT_JPEG_QUALITY,
+  DEFAULT_JPEG_SUBSAMPLING), about a camera's "fine" setting. A grey JPEG whose edit added
+  colour gets the IJG chroma table at its estimated quality
+  (:func:`pbmlx.load.estimate_jpeg_quality`). WebP and HEIF are written at quality 95, or
+  ``quality``; PNG and TIFF are lossless and ignore it.
 * EXIF (orientation 1: the pixels are upright), the ICC profile and the resolution are kept.
+* XMP is kept in JPEG (one APP1 segment: up to 65,504 bytes; PIL writes no extended XMP, so
+  a longer packet is dropped), PNG (iTXt ``XML:com.adobe.xmp``), TIFF (tag 700), WebP and HEIF.
+  PNG text chunks (tEXt/zTXt/iTXt: Author, Comment, ...) are written to PNG output only, as
+  tEXt when Latin-1 (else iTXt), compressed when over PNG_TEXT_ZIP_CHARS characters; the other
+  formats have no such chunks, so there they are dropped.
 * Alpha is written where the format has it (PNG, TIFF, WebP, HEIF). JPEG has none, so a photo
   with transparency is flattened onto white, ``rgb * a + (1 - a)``, what image editors do when
   exporting to JPEG; a user who wants the transparency picks .png.
+* Whatever the output format made pbmlx drop or change (transparency flattened, PNG text or
+  XMP dropped) is said in a one-line notice, logged at WARNING on the ``pbmlx.save`` logger
+  once the file is written (``pbmlx`` prints it as ``pbmlx: note: ...`` on stderr; with no
+  logging set up, Python prints the bare line on stderr).
 * A grey input whose edit is still grey (R == G == B after quantising) is written grey.
 * The file appears whole or not at all: the bytes are written to a temporary file in the output
   folder, synced to disk, then renamed over the destination; any failure removes the temporary
@@ -22,18 +39,20 @@ numpy and PIL only (no MLX), so importing this module is cheap.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, TiffImagePlugin, TiffTags
+from PIL import Image, PngImagePlugin, TiffImagePlugin, TiffTags
 
 from pbmlx.errors import PbmlxError
-from pbmlx.load import Photo, ensure_heif_support
+from pbmlx.load import XMP_TAG, Photo, ensure_heif_support, ijg_quant_tables
 
 WRITE_FORMATS = {
     ".jpg": "JPEG",
@@ -46,7 +65,11 @@ WRITE_FORMATS = {
     ".heif": "HEIF",
 }
 DEFAULT_OUTPUT_SUFFIX = ".png"  # for inputs pbmlx reads but does not write (.gif, .bmp)
-JPEG_QUALITY = 95  # with 4:4:4 chroma: an edit should not cost visible quality
+# JPEG output of a non-JPEG input (a JPEG input's own tables and subsampling are kept).
+DEFAULT_JPEG_QUALITY = 90
+DEFAULT_JPEG_SUBSAMPLING = "4:2:0"
+JPEG_XMP_MAX_BYTES = 65504  # one APP1 segment: 65533 data bytes less the 29-byte XMP header
+PNG_TEXT_ZIP_CHARS = 1024  # longer PNG text values are written compressed (zTXt / iTXt)
 WEBP_QUALITY = 95
 HEIF_QUALITY = 95
 ZLIB_LEVEL = 6  # PNG/TIFF deflate: zlib's default trade of size against time
@@ -54,16 +77,23 @@ PNG_FILTER_BLOCK_BYTES = 1 << 21  # rows filtered together by the 16-bit PNG wri
 TIFF_STRIP_BYTES = 1 << 20  # uncompressed bytes per strip of the TIFF writer
 
 _FROM_PHOTO = object()  # write_image's default alpha: the photo's own
+_log = logging.getLogger(__name__)
 
 
 def default_output_path(input_path: str | Path) -> Path:
-    """``<stem>.edited<.ext>`` beside the input, same extension when pbmlx can write it.
+    """The output beside the input: ``<stem>.edited.<ext>`` when pbmlx writes the input's
+    extension (``cat.jpg`` -> ``cat.edited.jpg``, ``IMG.JPEG`` -> ``IMG.edited.JPEG``), else the
+    whole name plus ``.edited.png`` (``cat.gif`` -> ``cat.gif.edited.png``, ``cat.bmp`` ->
+    ``cat.bmp.edited.png``, ``scan`` -> ``scan.edited.png``).
 
-    An input in a format pbmlx reads but does not write (GIF, BMP) gets ``.png``.
+    Inputs that differ in extension only get different outputs, so editing ``cat.gif`` and
+    ``cat.bmp`` (or ``cat.png``) makes two files. The one overlap left, ``scan`` and
+    ``scan.png``, is refused by check_output_path's no-overwrite rule, never clobbered.
     """
     path = Path(input_path)
-    suffix = path.suffix if path.suffix.lower() in WRITE_FORMATS else DEFAULT_OUTPUT_SUFFIX
-    return path.with_name(f"{path.stem}.edited{suffix}")
+    if path.suffix.lower() in WRITE_FORMATS:
+        return path.with_name(f"{path.stem}.edited{path.suffix}")
+    return path.with_name(f"{path.name}.edited{DEFAULT_OUTPUT_SUFFIX}")
 
 
 def write_image(
@@ -73,19 +103,34 @@ def write_image(
     *,
     overwrite: bool = False,
     alpha: np.ndarray | object | None = _FROM_PHOTO,
+    quality: int | None = None,
 ) -> Path:
     """Write ``rgb`` (float (H, W, 3) in [0, 1], or its 8-bit codes as uint8) to ``out_path``
     with ``photo``'s metadata.
 
     ``alpha``: float (H, W) in [0, 1], ``None`` for none; by default ``photo.alpha`` (resized
-    bilinearly if the edit changed the size). Returns the path written. See the module
-    docstring for the contract; user errors raise PbmlxError, misshapen arrays ValueError.
+    bilinearly if the edit changed the size). ``quality``: 1-100 for JPEG, WebP and HEIF
+    output, ``None`` for the input's (JPEG) or the defaults. Returns the path written. See the
+    module docstring for the contract; user errors (a bad ``quality`` included) raise
+    PbmlxError, misshapen arrays ValueError.
     """
+    check_quality(quality)
     out = check_output_path(out_path, photo.path, overwrite=overwrite)
     rgb, alpha_arr = _checked_arrays(photo, rgb, alpha)
-    data = _encode(photo, rgb, alpha_arr, WRITE_FORMATS[out.suffix.lower()])
+    notes: list[str] = []
+    data = _encode(photo, rgb, alpha_arr, WRITE_FORMATS[out.suffix.lower()], quality, notes)
     _write_atomically(data, out, overwrite)
+    for note in notes:  # only now: a failed write reports its error alone
+        _log.warning("%s: %s", out.name, note)
     return out
+
+
+def check_quality(quality: object) -> None:
+    """Raise PbmlxError unless ``quality`` is None or a whole number from 1 to 100."""
+    if quality is not None and (
+        isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100
+    ):
+        raise PbmlxError(f"The quality must be a whole number from 1 to 100, got {quality!r}.")
 
 
 def check_output_path(
@@ -184,14 +229,37 @@ def _quantise(x: np.ndarray, maxval: int) -> np.ndarray:
     return y.astype(dtype)
 
 
-def _encode(photo: Photo, rgb: np.ndarray, alpha: np.ndarray | None, fmt: str) -> bytes:
-    """The output file's bytes."""
+def _encode(
+    photo: Photo,
+    rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    fmt: str,
+    quality: int | None = None,
+    notes: list[str] | None = None,
+) -> bytes:
+    """The output file's bytes; what the format made us drop or change is appended to
+    ``notes``."""
+    notes = [] if notes is None else notes
     if fmt == "JPEG" and alpha is not None:
         if (alpha < 1).any():  # flatten onto white (JPEG has no alpha)
             rgb = rgb / np.float32(255.0) if rgb.dtype == np.uint8 else rgb
             a = alpha[..., None]
             rgb = rgb * a + (1.0 - a)
+            notes.append(
+                "JPEG has no transparency: the transparent parts were flattened onto white "
+                "(write .png, .tif or .webp to keep them)."
+            )
         alpha = None
+    xmp = photo.xmp
+    if xmp is not None and fmt == "JPEG" and len(xmp) > JPEG_XMP_MAX_BYTES:
+        notes.append(
+            f"the XMP metadata ({len(xmp):,} bytes) was dropped: a JPEG holds at most "
+            f"{JPEG_XMP_MAX_BYTES:,} bytes of it in one segment."
+        )
+        xmp = None
+    if photo.text and fmt != "PNG":
+        keys = ", ".join(sorted(photo.text))
+        notes.append(f"the input's PNG text ({keys}) was dropped: only PNG output holds it.")
     sixteen = photo.bit_depth == 16 and fmt in ("PNG", "TIFF")
     maxval = 65535 if sixteen else 255
     samples = _quantise(rgb, maxval)
@@ -208,10 +276,11 @@ def _encode(photo: Photo, rgb: np.ndarray, alpha: np.ndarray | None, fmt: str) -
     icc = photo.icc_profile
     if icc is not None and icc[16:20] != (b"GRAY" if gray else b"RGB "):
         icc = None  # e.g. a grey input's GRAY profile cannot describe colour output
+    png_chunks = _png_text_chunks(photo.text, xmp) if fmt == "PNG" else []
     if fmt == "TIFF":  # PIL writes neither 16-bit colour TIFF nor EXIF sub-IFDs with deflate
-        return _tiff(samples, icc=icc, exif=photo.exif, dpi=photo.dpi)
+        return _tiff(samples, icc=icc, exif=photo.exif, dpi=photo.dpi, xmp=xmp)
     if sixteen:
-        return _png16(samples, icc=icc, exif=photo.exif, dpi=photo.dpi)
+        return _png16(samples, icc=icc, exif=photo.exif, dpi=photo.dpi, chunks=png_chunks)
 
     im = Image.fromarray(samples[..., 0] if samples.shape[-1] == 1 else samples)
     options: dict[str, object] = {}
@@ -221,17 +290,48 @@ def _encode(photo: Photo, rgb: np.ndarray, alpha: np.ndarray | None, fmt: str) -
         options["exif"] = photo.exif
     if photo.dpi is not None and fmt in ("JPEG", "PNG", "TIFF"):
         options["dpi"] = photo.dpi
+    if xmp is not None and fmt != "PNG":  # PNG's goes in png_chunks
+        options["xmp"] = xmp
     if fmt == "JPEG":
-        options.update(quality=JPEG_QUALITY, subsampling=0)
+        options.update(_jpeg_options(photo, quality, colour=samples.shape[-1] != 1))
     elif fmt == "PNG":
         options.update(compress_level=ZLIB_LEVEL)
-    elif fmt == "WEBP":
-        options.update(quality=WEBP_QUALITY, exact=True)  # exact: keep colour under alpha = 0
+        if png_chunks:
+            info = PngImagePlugin.PngInfo()
+            for kind, chunk in png_chunks:
+                info.add(kind, chunk)
+            options["pnginfo"] = info
+    elif fmt == "WEBP":  # exact: keep colour under alpha = 0
+        options.update(quality=quality or WEBP_QUALITY, exact=True)
     elif fmt == "HEIF":
-        options.update(quality=HEIF_QUALITY)
+        options.update(quality=quality or HEIF_QUALITY)
     buffer = io.BytesIO()
     im.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def _jpeg_options(photo: Photo, quality: int | None, *, colour: bool) -> dict[str, object]:
+    """PIL's JPEG save options: the rule in the module docstring."""
+    subsampling = photo.jpeg_subsampling or DEFAULT_JPEG_SUBSAMPLING
+    tables = photo.jpeg_qtables
+    if quality is not None or tables is None:
+        return {"quality": quality or DEFAULT_JPEG_QUALITY, "subsampling": subsampling}
+    if colour and len(tables) == 1 and photo.jpeg_quality is not None:
+        tables = (tables[0], ijg_quant_tables(photo.jpeg_quality)[1])
+    # Without `quality`, PIL writes the tables as given (with it, libjpeg would rescale them).
+    return {"qtables": [list(t) for t in tables], "subsampling": subsampling}
+
+
+def _png_text_chunks(text: dict[str, str], xmp: bytes | None) -> list[tuple[bytes, bytes]]:
+    """(chunk type, data) for PNG text and XMP, as PIL's PngInfo encodes them."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        # add_text keeps an iTXt value's language and translated key, and writes other text as
+        # tEXt (zTXt when compressed) if Latin-1 can hold it, else as iTXt.
+        info.add_text(key, value, zip=len(value) > PNG_TEXT_ZIP_CHARS)
+    if xmp is not None:
+        info.add_itxt("XML:com.adobe.xmp", xmp)  # uncompressed, as the XMP spec asks for PNG
+    return [(chunk[0], chunk[1]) for chunk in info.chunks]
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -244,8 +344,11 @@ def _png16(
     icc: bytes | None,
     exif: bytes | None,
     dpi: tuple[float, float] | None,
+    chunks: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """A 16-bit PNG (grey, grey+alpha, RGB or RGBA by channel count); PIL writes 16-bit grey only.
+
+    ``chunks``: more (type, data) chunks, e.g. text, written before the pixels.
 
     Each row gets the PNG filter (None, Sub, Up, Average, Paeth) whose residuals have the
     smallest sum of absolute values as signed bytes, the heuristic the PNG spec recommends.
@@ -289,6 +392,7 @@ def _png16(
         parts.append(_png_chunk(b"pHYs", struct.pack(">IIB", *ppm, 1)))
     if exif is not None:
         parts.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
+    parts += [_png_chunk(kind, data) for kind, data in chunks]
     step = 1 << 20
     parts += [_png_chunk(b"IDAT", stream[i : i + step]) for i in range(0, len(stream), step)]
     parts.append(_png_chunk(b"IEND", b""))
@@ -301,6 +405,7 @@ def _tiff(
     icc: bytes | None,
     exif: bytes | None,
     dpi: tuple[float, float] | None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """An 8- or 16-bit little-endian TIFF (by dtype), deflate with the horizontal predictor.
 
@@ -340,6 +445,8 @@ def _tiff(
         ifd[282], ifd[283], ifd[296] = dpi[0], dpi[1], 2  # X/YResolution, unit inch
     if icc is not None:
         ifd[34675] = icc  # ICC profile
+    if xmp is not None:
+        ifd[XMP_TAG] = xmp
     header = b"II*\x00" + struct.pack("<I", 8)
     return header + ifd.tobytes(offset=len(header)) + b"".join(strips)
 

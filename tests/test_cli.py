@@ -270,6 +270,43 @@ def test_bad_arguments_give_one_clean_error(tmp_path, args):
     assert list(tmp_path.iterdir()) == []
 
 
+def assert_json_error(r: subprocess.CompletedProcess, *, says: str) -> None:
+    """--json: the one error line on stderr and exit 2, and the same message as the only
+    thing on stdout, one JSON object."""
+    assert_clean_error(r)
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout
+    report = json.loads(lines[0])
+    assert set(report) == {"error", "code"} and report["code"] == 2
+    assert r.stderr.strip() == f"pbmlx: error: {report['error']}"
+    assert says in report["error"]
+
+
+def test_json_errors_are_also_one_json_object_on_stdout(tmp_path):
+    src = make_jpeg(tmp_path)
+    # Errors of the edit itself (PbmlxError), before and after the pixels are read.
+    assert_json_error(pbmlx("edit", missing_path(tmp_path), "brighten", "--json"), says="exist")
+    assert_json_error(
+        pbmlx("edit", src, "brighten", "-o", tmp_path / "out.gif", "--json"), says=".gif"
+    )
+    assert_json_error(pbmlx("edit", src, "blur the background", "--json"), says="editor")
+    # Argument errors: the command's own parser, and the top-level one (an unknown option).
+    assert_json_error(pbmlx("edit", src, "--json", cwd=tmp_path), says="INSTRUCTION")
+    assert_json_error(pbmlx("edit", src, "brighten", "--quality", "0", "--json"), says="--quality")
+    assert_json_error(pbmlx("doctor", "--json", "--no-such-option"), says="--no-such-option")
+    # Another command with --json: judge, on a source that is not there.
+    r = pbmlx("judge", missing_path(tmp_path), src, "brighten", "--json")
+    assert_json_error(r, says="exist")
+    # Without --json (or for a command without it), stdout stays empty.
+    r = pbmlx("edit", missing_path(tmp_path), "brighten")
+    assert_clean_error(r)
+    assert r.stdout == ""
+    r = pbmlx("frobnicate", "--json")
+    assert_clean_error(r)
+    assert r.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
 def test_python_api_pil_in_pil_out():
     import pbmlx
     from pbmlx.flow import edit
@@ -298,3 +335,19 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_non_english_instructions_are_refused_in_english(tmp_path) -> None:
+    """Whatever the engine or model: the editor's text encoder reads English only too."""
+    r = pbmlx("edit", SAMPLE, "mach es heller", "-o", tmp_path / "x.jpg", cwd=tmp_path)
+    assert_clean_error(r)
+    assert "English only" in r.stderr and not (tmp_path / "x.jpg").exists()
+
+
+def test_negation_only_is_a_no_op_edit(tmp_path) -> None:
+    out = tmp_path / "same.jpg"
+    r = pbmlx("edit", SAMPLE, "don't make it brighter", "-o", out, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["turns"][0]["ops"] == [] and "Nothing to change" in doc["turns"][0]["reason"]
+    assert out.is_file()

@@ -34,12 +34,14 @@ except ImportError:
     HAVE_HEIF = False
 
 # JPEG/WebP tolerances, measured on the astronaut and rocket with a margin of 3-6 dB:
-# re-encoding a decoded JPEG at quality 95, 4:4:4 gives 46.8 dB; WebP at 95 gives 43.5 dB; the
-# palette rocket through lossy WebP 36.0 dB; flattening onto white then JPEG 40.7 dB.
+# re-encoding a decoded JPEG with its own tables and subsampling (quality 92, 4:2:0) gives
+# 49.4 dB, 45.2 dB for the EXIF-rotated one; WebP at 95 gives 43.5 dB; the palette rocket
+# through lossy WebP 36.0 dB; flattening onto white then JPEG (a PNG input: quality 90, 4:2:0)
+# 34.3 dB.
 JPEG_REENCODE_PSNR = 42.0
 WEBP_PSNR = 38.0
 WEBP_PALETTE_PSNR = 32.0
-JPEG_FLATTENED_PSNR = 36.0
+JPEG_FLATTENED_PSNR = 31.0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -220,7 +222,7 @@ def test_single_frame_gif_and_bmp_read_and_default_to_png(tmp_path, suffix):
     photo = read_image(path)
     assert np.array_equal(as8(photo.rgb), expected)
     out = write_image(photo, photo.rgb, default_output_path(path))
-    assert out.name == "cat.edited.png"
+    assert out.name == f"cat{suffix}.edited.png"  # cat.gif and cat.bmp do not collide
     assert np.array_equal(np.asarray(Image.open(out)), expected)
 
 
@@ -351,7 +353,9 @@ def test_default_output_path(tmp_path):
     assert default_output_path(tmp_path / "a.jpg") == tmp_path / "a.edited.jpg"
     assert str(default_output_path("dir/IMG_1.JPEG")) == os.path.join("dir", "IMG_1.edited.JPEG")
     assert default_output_path("x.tiff").name == "x.edited.tiff"
-    assert default_output_path("anim.gif").name == "anim.edited.png"  # pbmlx does not write GIF
+    # pbmlx does not write GIF or BMP: the whole name is kept, then .edited.png
+    assert default_output_path("anim.gif").name == "anim.gif.edited.png"
+    assert default_output_path("anim.BMP").name == "anim.BMP.edited.png"
     assert default_output_path("noext").name == "noext.edited.png"
 
 
@@ -384,8 +388,9 @@ def test_jpeg_round_trip_psnr(tmp_path):
     out = write_image(photo, photo.rgb, tmp_path / "out.jpg")
     again = read_image(out)
     assert psnr(again.rgb, photo.rgb) > JPEG_REENCODE_PSNR
-    with Image.open(out) as im:
-        assert im.layer[0][1:3] == (1, 1)  # 4:4:4: no chroma subsampling
+    with Image.open(out) as im, Image.open(photo.path) as src:
+        assert im.layer[0][1:3] == src.layer[0][1:3] == (2, 2)  # the input's 4:2:0 kept
+        assert im.quantization == src.quantization  # and its tables: the same quality
     assert again.icc_profile == bf.srgb_profile()
 
 

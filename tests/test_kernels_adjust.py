@@ -55,7 +55,7 @@ FLOAT_TOL = 2e-6
 HALF_TOL = 1e-3
 ORACLE_TOL = 1e-5
 
-POINTWISE = [name for name in SPECS if name not in ops.SPATIAL_OPS]
+POINTWISE = [name for name in SPECS if name not in ops.SEGMENT_OPS]  # the fused chain's ops
 LONG = [
     ("exposure", 0.7), ("temperature", 0.4), ("brightness", 0.2), ("contrast", 0.3),
     ("tint", -0.3), ("gamma", 0.5), ("highlights", -0.5), ("shadows", 0.6), ("fade", 0.3),

@@ -2,7 +2,10 @@
 
 Every op is a pure function ``op(img, amount) -> img`` (``grain`` also takes a ``seed``) on an
 ``mx.array`` of shape ``(H, W, 3)``, float32, holding sRGB-encoded values in ``[0, 1]``. It returns
-the same shape and dtype, clipped to ``[0, 1]``; amount 0 is the identity. Each docstring states
+float32 values clipped to ``[0, 1]``, of the same shape except for the geometric ops
+(:data:`GEOMETRIC_OPS`, defined in :mod:`pbmlx.adjust.geometry`); the image-adaptive ops
+(:data:`AUTO_OPS`) are defined in :mod:`pbmlx.adjust.auto`. Amount 0 is the identity. Each
+docstring states
 the op's formula, which is the one definition of the op: the numpy oracles in the tests check it,
 and a fused kernel (:mod:`pbmlx.kernels`) must reproduce it. Amount ranges, units and moderate amounts are in
 :data:`pbmlx.adjust.specs.SPECS`; the op functions apply their formula to any amount they are
@@ -27,6 +30,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from pbmlx.adjust import auto, geometry
+from pbmlx.adjust.auto import AUTO_OPS
+from pbmlx.adjust.geometry import GEOMETRIC_OPS, Warp
 from pbmlx.adjust.specs import SPECS
 from pbmlx.errors import PbmlxError
 from pbmlx.kernels import adjust as kern
@@ -408,6 +414,85 @@ def sharpen(img: mx.array, amount: float) -> mx.array:
     return _clip(img + amount * (img - gaussian_blur(img, SHARPEN_SIGMA)))
 
 
+# ---- geometry and image-adaptive corrections (defined in .geometry and .auto) ----------------
+
+
+def _warped(img: mx.array, name: str, amount: float) -> mx.array:
+    if amount == 0.0:  # the identity (crop_aspect, scale and resize have no amount 0)
+        return img
+    warp = geometry.resolve(name, amount, img)
+    return img if warp is None else geometry.apply_warp(img, warp)
+
+
+def rotate(img: mx.array, amount: float) -> mx.array:
+    """Rotate ``a`` degrees counter-clockwise: exact for multiples of 90, else bilinear onto an
+    expanded canvas ``W' = ceil(W |cos a| + H |sin a|)``, ``H' = ceil(W |sin a| + H |cos a|)``
+    filled with white (:mod:`pbmlx.adjust.geometry`)."""
+    return _warped(img, "rotate", amount)
+
+
+def flip_horizontal(img: mx.array, amount: float) -> mx.array:
+    """Mirror left-right (``a >= 0.5``): ``out[i, j] = x[i, W - 1 - j]``."""
+    return _warped(img, "flip_horizontal", amount)
+
+
+def flip_vertical(img: mx.array, amount: float) -> mx.array:
+    """Mirror top-bottom (``a >= 0.5``): ``out[i, j] = x[H - 1 - i, j]``."""
+    return _warped(img, "flip_vertical", amount)
+
+
+def crop_aspect(img: mx.array, amount: float) -> mx.array:
+    """Centre crop to the largest rectangle with width / height = ``a``."""
+    return _warped(img, "crop_aspect", amount)
+
+
+def straighten(img: mx.array, amount: float) -> mx.array:
+    """Level the dominant near-horizontal line (``a >= 0.5``), cropped edge-free to the
+    original aspect ratio (:func:`pbmlx.adjust.geometry.detect_horizon`)."""
+    return _warped(img, "straighten", amount)
+
+
+def scale(img: mx.array, amount: float) -> mx.array:
+    """Lanczos resample (PIL, float) of both sides by the factor ``a``: ``W' = round(W a)``,
+    ``H' = round(H a)``."""
+    return _warped(img, "scale", amount)
+
+
+def resize(img: mx.array, amount: float) -> mx.array:
+    """Lanczos resample (PIL, float) so that the long side is ``L = round(a)`` pixels and the
+    short one ``short' = round(short * L / long)``."""
+    return _warped(img, "resize", amount)
+
+
+def _auto(img: mx.array, name: str, amount: float) -> mx.array:
+    if amount == 0.0:
+        return img
+    return mx.array(auto.run(name, amount, np.asarray(img)))
+
+
+def auto_exposure(img: mx.array, amount: float) -> mx.array:
+    """Levels from the 0.5/99.5 % luma percentiles and a gamma to a middle-grey mean:
+    ``out = clip((x - lo_s) / (hi_s - lo_s)) ** p_s`` (:mod:`pbmlx.adjust.auto`)."""
+    return _auto(img, "auto_exposure", amount)
+
+
+def auto_white_balance(img: mx.array, amount: float) -> mx.array:
+    """Shades-of-grey (p = 6) channel gains in linear light (:mod:`pbmlx.adjust.auto`)."""
+    return _auto(img, "auto_white_balance", amount)
+
+
+def denoise(img: mx.array, amount: float) -> mx.array:
+    """Self-guided filter, ``out = box(a) x + box(b)`` with ``eps = (2 a sigma)**2`` from the
+    estimated noise ``sigma`` (:mod:`pbmlx.adjust.auto`)."""
+    return _auto(img, "denoise", amount)
+
+
+def dehaze(img: mx.array, amount: float) -> mx.array:
+    """Dark-channel-prior dehazing, ``out = clip((x - A) / t + A)`` with a guided-filter
+    transmission ``t`` (:mod:`pbmlx.adjust.auto`)."""
+    return _auto(img, "dehaze", amount)
+
+
 # ---- registry and plans -----------------------------------------------------------------------
 
 OPS: dict[str, Callable[..., mx.array]] = {
@@ -430,9 +515,22 @@ OPS: dict[str, Callable[..., mx.array]] = {
     "grain": grain,
     "sharpen": sharpen,
     "blur": blur,
+    "rotate": rotate,
+    "flip_horizontal": flip_horizontal,
+    "flip_vertical": flip_vertical,
+    "crop_aspect": crop_aspect,
+    "straighten": straighten,
+    "scale": scale,
+    "resize": resize,
+    "auto_exposure": auto_exposure,
+    "auto_white_balance": auto_white_balance,
+    "denoise": denoise,
+    "dehaze": dehaze,
 }
 SEEDED_OPS = frozenset({"grain"})  # ops that take the plan's seed
 SPATIAL_OPS = frozenset({"blur", "sharpen"})  # ops that read neighbouring pixels
+# Ops that are their own segment of a plan (not part of a fused per-pixel run).
+SEGMENT_OPS = SPATIAL_OPS | GEOMETRIC_OPS | AUTO_OPS
 assert OPS.keys() == SPECS.keys(), "every op in SPECS needs exactly one function"
 
 
@@ -519,6 +617,10 @@ def _check_step(i: int, step: Any) -> tuple[str, float]:
         raise PbmlxError(f"Adjust step {i} ({name}) has a non-numeric amount {amount!r}.")
     if not math.isfinite(float(amount)):
         raise PbmlxError(f"Adjust step {i} ({name}) has a non-finite amount {amount!r}.")
+    if float(amount) == 0.0:  # the identity, also for ops whose range excludes 0 (crop_aspect)
+        return name, 0.0
+    if name == "rotate":  # any angle: 450 degrees is 90
+        amount = geometry.wrap_degrees(float(amount))
     return name, SPECS[name].clamp(float(amount))
 
 
@@ -528,6 +630,7 @@ def apply_ops(
     *,
     seed: int = 0,
     out_dtype: mx.Dtype = mx.float32,
+    warps: list[Warp] | None = None,
 ) -> mx.array:
     """Apply a plan of ops in order: ``ops`` is a sequence of ``{"op": name, "amount": float}``.
 
@@ -535,14 +638,20 @@ def apply_ops(
     value = code / 255), as an ``mx.array`` or a numpy array; the result is the same kind of
     array (numpy in, numpy out: the CPU kernel then reads and writes numpy memory in place). Every step is checked before any work:
     an unknown name, a missing key or a non-finite amount raises :class:`PbmlxError`; amounts
-    outside the op's spec range are clamped to it (``SPECS[name].clamp``); steps whose clamped
-    amount is 0 are skipped (they are the identity). Seeded ops (grain) use ``seed`` (two grain
-    steps in one plan draw the same noise).
+    outside the op's spec range are clamped to it (``SPECS[name].clamp``; ``rotate`` is first
+    wrapped into (-180, 180]); steps whose amount is 0 are skipped (they are the identity).
+    Seeded ops (grain) use ``seed`` (two grain steps in one plan draw the same noise).
 
     Each run of consecutive per-pixel steps goes to one fused kernel call
     (:func:`pbmlx.kernels.adjust.adjust_chain`: one pass per pixel), blur and sharpen to the
     blur kernels; which implementation runs is the dispatchers' choice (``PBMLX_KERNELS=
-    reference`` forces the MLX-op definitions above). Returns ``out_dtype``: float32 values in
+    reference`` forces the MLX-op definitions above). Geometric steps are resolved against the
+    image as it stands (:func:`pbmlx.adjust.geometry.resolve`) and applied as their own segment:
+    exact ones (quarter turns, flips, crops) move 8-bit codes as codes; with ``warps`` a list,
+    each resolved :class:`~pbmlx.adjust.geometry.Warp` is appended to it in order (so an alpha
+    plane can follow: :func:`pbmlx.adjust.geometry.apply_warps_to_plane`), and the result's
+    size is that of the last warp. Image-adaptive steps (:mod:`pbmlx.adjust.auto`) measure the
+    image as it stands, then apply their rule. Returns ``out_dtype``: float32 values in
     [0, 1], or uint8 codes ``round(clip(x) * 255)`` (written by the last kernel, so a 12 MP
     photo never exists as float32 when 8-bit codes go in and come out). The result may be
     lazy: evaluate it once.
@@ -561,6 +670,18 @@ def apply_ops(
     x, i = img, 0
     while i < len(steps):
         name, amount = steps[i]
+        if name in GEOMETRIC_OPS:
+            warp = geometry.resolve(name, amount, x)
+            if warp is not None:
+                x = geometry.apply_warp(x, warp)
+                if warps is not None:
+                    warps.append(warp)
+            i += 1
+            continue
+        if name in AUTO_OPS:
+            x = auto.run(name, amount, np.asarray(x))
+            i += 1
+            continue
         if name in SPATIAL_OPS:
             x = mx.array(x) if isinstance(x, np.ndarray) else x
             h, w, _ = x.shape
@@ -571,7 +692,7 @@ def apply_ops(
             i += 1
             continue
         j = i
-        while j < len(steps) and steps[j][0] not in SPATIAL_OPS:
+        while j < len(steps) and steps[j][0] not in SEGMENT_OPS:
             j += 1
         last = j == len(steps)
         x = kernels.adjust_chain(x, steps[i:j], int(seed), out_dtype if last else mx.float32)
@@ -580,4 +701,6 @@ def apply_ops(
         x = kernels.adjust_chain(x, [], int(seed), out_dtype)
     if isinstance(img, np.ndarray) and isinstance(x, mx.array):
         return np.asarray(x)
+    if isinstance(img, mx.array) and isinstance(x, np.ndarray):
+        return mx.array(x)
     return x

@@ -4,7 +4,11 @@ This table is the one place the op vocabulary is declared. ``pbmlx.adjust.ops`` 
 name to its function; the planner reads it to turn words into amounts ("slightly" is a
 fraction of ``moderate``, "a lot" a multiple); the CLI and JSON plans use these names.
 
-Every amount is signed where the op has two directions, and 0 is the identity.
+Every amount is signed where the op has two directions, and 0 is the identity (also for the
+ops whose range does not hold 0: a step with amount 0 is skipped). Geometric ops change the
+image size (:mod:`pbmlx.adjust.geometry`); image-adaptive ones measure the image first
+(:mod:`pbmlx.adjust.auto`). Units: "switch" ops act at amounts >= 0.5; ``rotate`` takes any
+angle (the engine wraps it into (-180, 180] before clamping).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ class OpSpec:
     min: float
     max: float
     moderate: float  # the amount for an unqualified request ("brighten it")
-    unit: str  # "ev", "fraction", "degrees", "strength"
+    unit: str  # "ev", "fraction", "degrees", "strength", "switch", "ratio", "factor", "pixels"
     summary: str
 
     def clamp(self, amount: float) -> float:
@@ -74,5 +78,53 @@ SPECS: dict[str, OpSpec] = {
         OpSpec(
             "blur", 0.0, 5.0, 0.3, "fraction", "Gaussian blur, sigma = amount % of the long side"
         ),
+        # ---- geometry (the image size may change) ----
+        OpSpec(
+            "rotate",
+            -180.0,
+            180.0,
+            90.0,
+            "degrees",
+            "rotate counter-clockwise; multiples of 90 exact, else bilinear on a larger canvas",
+        ),
+        OpSpec("flip_horizontal", 0.0, 1.0, 1.0, "switch", "mirror left-right"),
+        OpSpec("flip_vertical", 0.0, 1.0, 1.0, "switch", "mirror top-bottom"),
+        OpSpec(
+            "crop_aspect",
+            0.1,
+            10.0,
+            1.0,
+            "ratio",
+            "centre crop to the largest rectangle with width / height = amount",
+        ),
+        OpSpec(
+            "straighten",
+            0.0,
+            1.0,
+            1.0,
+            "switch",
+            "level the horizon (tilts up to 15 degrees), cropped to the original aspect",
+        ),
+        OpSpec("scale", 0.05, 8.0, 2.0, "factor", "resample both sides by amount (Lanczos)"),
+        OpSpec("resize", 16.0, 16384.0, 2048.0, "pixels", "resample so the long side is amount"),
+        # ---- image-adaptive corrections ----
+        OpSpec(
+            "auto_exposure",
+            0.0,
+            1.0,
+            1.0,
+            "strength",
+            "levels from the 0.5/99.5 % luma percentiles, gamma to a middle-grey mean",
+        ),
+        OpSpec(
+            "auto_white_balance",
+            0.0,
+            1.0,
+            1.0,
+            "strength",
+            "neutralise a colour cast (shades of grey in linear light)",
+        ),
+        OpSpec("denoise", 0.0, 1.0, 0.5, "strength", "edge-preserving noise reduction"),
+        OpSpec("dehaze", 0.0, 1.0, 0.5, "strength", "remove haze (dark-channel prior)"),
     ]
 }
