@@ -53,8 +53,8 @@ import mlx.nn as nn
 import numpy as np
 
 ENV_SWITCH = "PBMLX_CPU_KERNELS"  # "0" turns the kernels off
-# "reference" forces every dispatcher (these and, as they come, the Metal and CUDA ones) onto
-# its MLX-op reference: the switch that compares a kernel with its definition.
+# "reference" forces every dispatcher (these, and the Metal and CUDA ones of kernels/dispatch.py)
+# onto its MLX-op reference: the switch that compares a kernel with its definition.
 ENV_KERNELS = "PBMLX_KERNELS"
 ENV_THREADS = "PBMLX_CPU_THREADS"  # worker threads (default: the CPUs this process may use)
 ENV_CACHE = "PBMLX_CACHE"

@@ -283,6 +283,7 @@ class EvalSettings:
     scheduler: str | None = None
     max_thumbs: int = DEFAULT_MAX_THUMBS
     overwrite: bool = False
+    sources: Path | None = None  # a local Open Images folder for the source photos
 
     def to_dict(self) -> dict:
         return {
@@ -301,6 +302,7 @@ class EvalSettings:
             "image_guidance": self.image_guidance,
             "scheduler": self.scheduler,
             "max_thumbs": self.max_thumbs,
+            "sources": None if self.sources is None else str(self.sources),
         }
 
 
@@ -368,6 +370,7 @@ def _jobs(s: EvalSettings, sft: Path | None, multi: Path | None, stats: dict) ->
         records = read_sft(
             s.data,
             edit_types=s.edit_types,
+            sources=s.sources,
             instruction=s.instruction,
             split=split,
             limit=s.limit,
@@ -375,7 +378,9 @@ def _jobs(s: EvalSettings, sft: Path | None, multi: Path | None, stats: dict) ->
         )
     if multi is not None and not s.edit_types:
         stats[MULTI_TURN] = ReadStats()
-        sessions = read_multi_turn(s.data, split=split, limit=s.limit, stats=stats[MULTI_TURN])
+        sessions = read_multi_turn(
+            s.data, sources=s.sources, split=split, limit=s.limit, stats=stats[MULTI_TURN]
+        )
     return _chain_jobs(records, sessions)
 
 
@@ -1187,6 +1192,7 @@ def main(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         max_thumbs=args.max_thumbs,
         overwrite=args.overwrite,
+        sources=Path(args.sources) if args.sources else None,
     )
     summary = evaluate(settings, progress=True)
     if args.json:
@@ -1229,6 +1235,12 @@ def add_parser(sub, parents) -> None:
     )
     p.add_argument(
         "--limit", type=at_least_one, metavar="N", help="the first N records of each file"
+    )
+    p.add_argument(
+        "--sources",
+        metavar="DIR",
+        help="a local Open Images folder for the source photos (<ImageID>.jpg and "
+        "train-images-boxable-with-rotation.csv)",
     )
     p.add_argument(
         "--edit-types",

@@ -593,12 +593,7 @@ def test_editor_loads_a_converted_folder(ckpt, converted32):
 
     from pbmlx.editor import Editor
 
-    try:
-        converted = Editor.from_pretrained(converted32)
-    except PbmlxError as e:
-        if "no loader" in str(e):
-            pytest.skip("pbmlx.editor does not load converted folders yet")
-        raise
+    converted = Editor.from_pretrained(converted32)
     photo = np.asarray(data.chelsea())[::6, ::6]
     kwargs = {"steps": 2, "size": 64, "seed": 1}
     ours = converted.edit(photo, "make it winter", **kwargs)
