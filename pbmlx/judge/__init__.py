@@ -10,7 +10,9 @@ Where things are:
 - :mod:`pbmlx.judge.core` -- :func:`judge` and :class:`Judge` (the steps, CLIP loading);
 - :mod:`pbmlx.judge.measure` -- raw measurements: alignment, SSIM, statistics, artifacts;
 - :mod:`pbmlx.judge.criteria` -- the providers (one per criterion, pluggable);
-- :mod:`pbmlx.judge.calibrate` -- the fitted maps to [0, 1] and the script that fits them;
+- :mod:`pbmlx.judge.maps` -- the calibrated maps to [0, 1] (``calibration.json``, written
+  offline by ``tests/judge_fit.py``, which is not part of the package);
+- :mod:`pbmlx.judge.fitting` -- the logistic fit (``judge-bench --fit-clip`` and the tool only);
 - :mod:`pbmlx.judge.verdict` -- weights, the verdict, its JSON;
 - :mod:`pbmlx.judge.retry` -- best-of-N / min-score over seeds;
 - :mod:`pbmlx.judge.bench` -- agreement with Pico-Banana preference pairs;

@@ -23,7 +23,7 @@ partial overall, and the report counts how many pairs that was.
 ``--fit-clip FILE`` (with a CLIP ``--model``) also fits the CLIP compliance map on the
 CLIP-scored verdicts (passed edits labelled 1, rejected 0; :func:`fit_clip_map`), reports its
 pairwise compliance accuracy on held-out records before and after, and writes FILE for
-``PBMLX_JUDGE_CALIBRATION`` (see :mod:`pbmlx.judge.calibrate`).
+``PBMLX_JUDGE_CALIBRATION`` (see :mod:`pbmlx.judge.maps`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def fit_clip_map(cases: list[ClipCase], pairs: list[tuple[int, int, int]]) -> di
     """Fit the CLIP compliance map on ``cases``; ``pairs`` are (record, passed case index,
     rejected case index). Returns ``{"map": ..., "heldout": ...}``.
 
-    The map is :func:`pbmlx.judge.calibrate.fit_logistic` on the negated features (that fit
+    The map is :func:`pbmlx.judge.fitting.fit_logistic` on the negated features (that fit
     keeps only weights that lower the score as a feature grows; here more direction and more
     gain may only raise it), negated back. ``heldout``: records split in two by parity, a map
     fitted on each half, and the pairwise accuracy of the compliance score (passed strictly
@@ -77,17 +77,21 @@ def fit_clip_map(cases: list[ClipCase], pairs: list[tuple[int, int, int]]) -> di
     """
     import numpy as np
 
-    from pbmlx.judge import calibrate
+    # The fit is offline code: imported on this path only, never by the runtime judge.
+    from pbmlx.judge.fitting import fit_logistic
+    from pbmlx.judge.maps import LogisticMap, load_map
 
-    feats = calibrate.load_map(CLIP_MAP).features
+    feats = load_map(CLIP_MAP).features
 
-    def fit(idx: list[int]) -> calibrate.LogisticMap:
+    def fit(idx: list[int]) -> LogisticMap:
         x = np.array([[-cases[i].raw[f] for f in feats] for i in idx], np.float64)
         y = np.array([cases[i].label for i in idx], np.float64)
-        w, b = calibrate.fit_logistic(x, y)
-        return calibrate.LogisticMap(feats, tuple(0.0 - float(v) for v in w), b, calibrated=True)
+        w, b = fit_logistic(x, y)
+        return LogisticMap(
+            feats, tuple(0.0 - float(v) for v in w), b, calibrated=True, kind="evidence"
+        )
 
-    def pair_accuracy(lm: calibrate.LogisticMap, ps: list[tuple[int, int, int]]) -> float:
+    def pair_accuracy(lm: LogisticMap, ps: list[tuple[int, int, int]]) -> float:
         got = [_agree(lm.apply(cases[g].raw)[0], lm.apply(cases[r].raw)[0]) for _, g, r in ps]
         return sum(got) / len(got)  # type: ignore[arg-type]
 
@@ -98,7 +102,7 @@ def fit_clip_map(cases: list[ClipCase], pairs: list[tuple[int, int, int]]) -> di
             f"{sum(c.label for c in cases)} passed and {sum(1 - c.label for c in cases)} "
             "rejected (generative instructions only: adjust ones are not scored by CLIP)."
         )
-    before = calibrate.load_map(CLIP_MAP)
+    before = load_map(CLIP_MAP)
     held = {"pairs": 0, "accuracy": 0.0, "accuracy_before": 0.0}
     for part in (0, 1):
         train = [i for i, c in enumerate(cases) if c.record % 2 != part]
@@ -294,7 +298,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  criterion {c:<13} {d['pairs']:>5}  {'n/a' if a is None else f'{a:.3f}'}")
     fit = report.get("clip_fit")
     if fit is not None:
-        from pbmlx.judge.calibrate import USER_CALIBRATION_ENV
+        from pbmlx.judge.maps import USER_CALIBRATION_ENV
 
         h = fit["heldout"]
         m = fit["map"]

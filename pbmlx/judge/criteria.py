@@ -7,10 +7,10 @@ in its list that applies. A larger vision-language judge (mlx-vlm) would be one 
 placed first for the criteria it can answer; nothing else changes.
 
 Every provider first computes *defect features* (each >= 0, 0 meaning "no defect"; see each
-``features`` method), then maps them to [0, 1] with the fitted logistic map named in
-:mod:`pbmlx.judge.calibrate`: ``score = sigmoid(bias + sum_k w_k f_k)`` with every ``w_k <= 0``.
-The raw measurements and each feature's term ``w_k f_k`` go into ``raw``; the explanation
-names the largest penalty.
+``features`` method), then maps them to [0, 1] with the fitted map of :mod:`pbmlx.judge.maps`:
+``score = sigmoid(bias + sum_k w_k f_k) / sigmoid(bias)`` with every ``w_k <= 0``, so an edit
+with no measured defect scores 1. The raw measurements and each feature's term ``w_k f_k`` go
+into ``raw``; the explanation names the largest penalty with its value and what the value is.
 
 The instruction is read by the planner (:func:`pbmlx.plan.plan`). For the ``adjust`` route the
 *expected* edit is known exactly: the adjust engine's ops applied to the source. The judge uses
@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pbmlx.judge import maps
 from pbmlx.judge import measure as m
 from pbmlx.judge.verdict import CriterionScore
 from pbmlx.plan import EditPlan
@@ -95,7 +97,7 @@ def _cell(a: np.ndarray, i: int, j: int) -> np.ndarray:
     ]
 
 
-# The smallest expected change (in units, see calibrate.stat_units) the judge will score: below
+# The smallest expected change (in units, see maps.stat_units) the judge will score: below
 # it the requested edit is invisible on this image (saturating a grey photo), so compliance is
 # reported as not available rather than guessed. A moderate op makes ~1 unit on a typical photo.
 MIN_EXPECTED_UNITS = 0.2
@@ -119,14 +121,28 @@ _GLOBAL = re.compile(
 )
 
 
+def measurable(plan: EditPlan) -> bool:
+    """An adjust plan whose every op has statistics to check (:data:`TARGETS`): its exact
+    expected result is the judge's yardstick. Ops without (geometry, image-adaptive
+    corrections) are judged like generative edits of the matching extent."""
+    return plan.route == "adjust" and bool(plan.ops) and all(o["op"] in TARGETS for o in plan.ops)
+
+
+_FRAMING_OPS = re.compile(r"rotate|flip|crop|straighten|resize|upscale|scale")
+
+
 def instruction_extent(instruction: str, plan: EditPlan, edit_type: str | None = None) -> str:
     """``"adjust"``, ``"global"``, ``"layout"`` or ``"local"`` (see the comment above).
 
-    The planner's route decides ``adjust``; otherwise the Pico-Banana edit type when given,
-    else words of the instruction.
+    The planner's route decides ``adjust`` (when the ops are :func:`measurable`; an adjust op
+    without statistics is ``layout`` if it changes the framing, else ``global``); otherwise the
+    Pico-Banana edit type when given, else words of the instruction.
     """
     if plan.route == "adjust":
-        return "adjust"
+        if measurable(plan):
+            return "adjust"
+        framing = any(_FRAMING_OPS.search(o["op"]) for o in plan.ops)
+        return "layout" if framing else "global"
     text = (edit_type or "").lower() + " " + instruction.lower()
     if _LAYOUT.search(text):
         return "layout"
@@ -168,13 +184,25 @@ class JudgeContext:
         p = self.pair
         return {
             **m.tone_colour_stats(self.source_profile, p.edited_w),
-            **m.detail_stats(p.source_d, p.edited_d),
+            **m.detail_stats(p.source_d, p.edited_d, self.gain),
         }
 
     @cached_property
+    def gain(self) -> float:
+        """The detail pair's tone gain (:func:`measure.tone_gain`), shared by its parts."""
+        return m.tone_gain(self.pair.source_d, self.pair.edited_d)
+
+    @cached_property
+    def expected_gain(self) -> float | None:
+        """The same for the expected edit (None off the adjust route)."""
+        if self.expected_d is None:
+            return None
+        return m.tone_gain(self.pair.source_d, self.expected_d)
+
+    @cached_property
     def expected_w(self) -> np.ndarray | None:
-        """The adjust engine's result on the working source (None off the adjust route)."""
-        if self.plan.route != "adjust":
+        """The adjust engine's result on the working source (None unless :func:`measurable`)."""
+        if not measurable(self.plan):
             return None
         p = self.pair
         full_long = max(p.source.shape[:2])
@@ -185,7 +213,7 @@ class JudgeContext:
     @cached_property
     def expected_d(self) -> np.ndarray | None:
         """The adjust engine's result on the detail window (vignette left out: see below)."""
-        if self.plan.route != "adjust":
+        if not measurable(self.plan):
             return None
         p = self.pair
         full = p.source_d.shape[:2] == p.source.shape[:2]
@@ -202,7 +230,7 @@ class JudgeContext:
         p = self.pair
         return {
             **m.tone_colour_stats(self.source_profile, self.expected_w),
-            **m.detail_stats(p.source_d, self.expected_d),
+            **m.detail_stats(p.source_d, self.expected_d, self.expected_gain),
         }
 
 
@@ -248,27 +276,55 @@ class Provider(Protocol):
     def score(self, ctx: JudgeContext) -> CriterionScore: ...
 
 
+Describe = dict[str, Callable[[float], str]]  # feature -> its value in words, with units
+
+# A penalty that lowers the score by less than this is reported as minor.
+MINOR_PENALTY = 0.02
+
+
 def _mapped(
     key: str,
     features: dict[str, float],
     raw: dict[str, Any],
     provider: str,
-    describe: dict[str, str],
+    describe: Describe,
 ) -> CriterionScore:
-    """Map features through the calibrated map ``key``; explain the largest penalty."""
-    from pbmlx.judge import calibrate  # (imported late: `python -m pbmlx.judge.calibrate`)
+    """Map features through the calibrated map ``key``; explain the largest penalty.
 
-    lm = calibrate.load_map(key)
+    The explanation names the feature with the most negative term ``w_k f_k``, says its value
+    with what the value is (``describe``), and how much lower the score is for it: ``score
+    without that feature - score``. When that is under :data:`MINOR_PENALTY`, no defect is
+    named ("no notable defect"); under 0.0005 (or no defect at all), "no defect measured".
+    """
+    lm = maps.load_map(key)
     value, terms = lm.apply(features)
     raw = {**raw, "features": features, "terms": terms, "map": key}
     worst = min(terms, key=lambda k: terms[k]) if terms else None
-    if worst is None or terms[worst] > -0.25:  # no single feature costs more than ~6 %
-        # A defect-free edit scores sigmoid(bias), not 1: the calibration's honest ceiling
-        # (some bad edits of its set show no defect this criterion can measure).
-        why = f"no defect measured (a defect-free edit scores {_sigmoid(lm.bias):.2f} here)"
+    without, _ = lm.apply({**features, worst: 0.0}) if worst else (value, {})
+    drop = without - value
+    if worst is None or drop < 0.0005:  # nothing at the precision the score is shown with
+        return CriterionScore(value, raw, "no defect measured", provider, lm.calibrated)
+    if drop < MINOR_PENALTY:
+        # Naming a defect that costs nothing visible would call a clean edit noisy or blurred.
+        why = f"no notable defect (none lowers the score by {MINOR_PENALTY} or more)"
     else:
-        why = f"main penalty: {describe.get(worst, worst)} ({features[worst]:.3g})"
+        what = describe[worst](features[worst]) if worst in describe else worst
+        why = f"main penalty: {what}; it lowers the score by {drop:.2f}"
     return CriterionScore(value, raw, why, provider, lm.calibrated)
+
+
+def _units_beyond(what: str) -> Callable[[float], str]:
+    return lambda v: (
+        f"{what} though not asked ({v:.2f} units beyond what the requested edit changes; "
+        "1 unit = the change a moderate edit makes)"
+    )
+
+
+def _shortfall(v: float) -> str:
+    reached = 1.0 - v
+    if reached < 0:
+        return f"the picture moved the wrong way ({reached:.0%} of the expected change)"
+    return f"the requested change falls short (it reached {reached:.0%} of the expected amount)"
 
 
 # ---- compliance: adjust route ---------------------------------------------------------------
@@ -279,7 +335,7 @@ class AdjustCompliance:
 
     With ``e`` the engine's expected change of the statistics the plan's ops target
     (:data:`TARGETS`) and ``m`` the measured change, each divided by its unit
-    (``calibrate`` ``stat_units``: the typical change a moderate op makes):
+    (:func:`pbmlx.judge.maps.stat_units`: the typical change a moderate op makes):
 
     * ``r = <m, e> / <e, e>``: how far the picture moved along the requested direction
       (1: as the engine would, 0: nothing happened, < 0: the wrong way);
@@ -303,12 +359,10 @@ class AdjustCompliance:
         self.units = units  # None: the calibration file's (the fitting script passes its own)
 
     def applies(self, ctx: JudgeContext) -> bool:
-        return ctx.plan.route == "adjust" and bool(ctx.plan.ops)
+        return measurable(ctx.plan)
 
     def features(self, ctx: JudgeContext) -> tuple[dict[str, float] | None, dict[str, Any]]:
-        from pbmlx.judge import calibrate
-
-        units = self.units if self.units is not None else calibrate.stat_units()
+        units = self.units if self.units is not None else maps.stat_units()
         meas, exp = ctx.stats, ctx.expected_stats
         assert exp is not None
         owned = sorted({g for o in ctx.plan.ops for g in OWNS[o["op"]]})
@@ -371,8 +425,8 @@ class AdjustCompliance:
                     evals.update(m.tone_colour_stats(ps, x))
                 if detail:
                     s, e, x = (_cell(a, i, j) for a in (p.source_d, p.edited_d, ctx.expected_d))
-                    mvals.update(m.detail_stats(s, e))
-                    evals.update(m.detail_stats(s, x))
+                    mvals.update(m.detail_stats(s, e, ctx.gain))
+                    evals.update(m.detail_stats(s, x, ctx.expected_gain))
                 ev = np.array([evals[k] / units[k] for k in keys])
                 mv = np.array([mvals[k] / units[k] for k in keys])
                 n2 = float(ev @ ev)
@@ -388,7 +442,8 @@ class AdjustCompliance:
                 None,
                 raw,
                 f"not available: the requested edit ({ops}) would change this image by only "
-                f"{raw['expected_units']:.2f} units, too little to measure",
+                f"{raw['expected_units']:.2f} units (1 unit = the change a moderate edit makes), "
+                "too little to measure",
                 self.name,
             )
         s = _mapped("compliance/adjust", f, raw, self.name, COMPLIANCE_WORDS)
@@ -396,17 +451,22 @@ class AdjustCompliance:
         return CriterionScore(s.score, s.raw, f"{how}; {s.explanation}", s.provider, s.calibrated)
 
 
-COMPLIANCE_WORDS = {
-    "shortfall": "the requested change is missing or goes the wrong way",
-    "excess": "overdone (log2 of the ratio to the expected amount)",
-    "off_axis": "changed, but not in the requested way",
-    "uneven": "some parts of the picture moved much less than others",
-    "side_tone": "brightness/contrast moved though not asked",
-    "side_colour": "colour moved though not asked",
-    "side_structure": "the picture's structure changed (inverted or replaced)",
-    "side_vignette": "corners changed against the centre though not asked",
-    "side_detail": "detail/noise changed though not asked",
-    "geometry": "the framing changed (fraction of the source not covered)",
+COMPLIANCE_WORDS: Describe = {
+    "shortfall": _shortfall,
+    "excess": lambda v: f"overdone ({2.0**v:.2f}x the expected amount)",
+    "off_axis": lambda v: (
+        f"changed, but not in the requested way (off-axis change {v:.2f}x the expected change)"
+    ),
+    "uneven": lambda v: (
+        "some parts of the picture moved much less than others (the weakest cell of a 3x3 "
+        f"grid moved {v:.0%} less than the whole picture)"
+    ),
+    "side_tone": _units_beyond("brightness/contrast moved"),
+    "side_colour": _units_beyond("colour moved"),
+    "side_structure": _units_beyond("the picture's structure changed (inverted or replaced)"),
+    "side_vignette": _units_beyond("corners changed against the centre"),
+    "side_detail": _units_beyond("detail/noise changed"),
+    "geometry": lambda v: f"the framing changed ({v:.0%} of the source not covered)",
 }
 
 
@@ -478,24 +538,19 @@ class ClipCompliance:
                 self.name,
                 calibrated=False,
             )
-        from pbmlx.judge import calibrate
-
         raw = self.features(ctx)
-        lm = calibrate.load_map("compliance/clip")
+        lm = maps.load_map("compliance/clip")
         # This map's weights are positive (more direction, more gain: better); apply() does
         # the same sum as for defect maps.
         value, terms = lm.apply({k: raw[k] for k in lm.features})
         why = (
-            f"CLIP direction {raw['direction']:+.3f}, instruction similarity "
-            f"{raw['sim_edited']:.3f} ({raw['gain']:+.3f} vs source)"
+            f"CLIP direction {raw['direction']:+.3f} (cosine of the image change with the "
+            f"instruction's text direction), image-instruction similarity {raw['sim_edited']:.3f} "
+            f"({raw['gain']:+.3f} vs the source)"
         )
         return CriterionScore(
             value, {**raw, "terms": terms, "map": "compliance/clip"}, why, self.name, lm.calibrated
         )
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -561,10 +616,18 @@ class Seamlessness:
         return _mapped("seamlessness", f, raw, self.name, SEAM_WORDS)
 
 
-SEAM_WORDS = {
-    "border": "hard edges along the edited region's border",
-    "tiling": "a repeated pattern (tiling) the source does not have",
-    "banding": "colour banding / posterised gradients",
+SEAM_WORDS: Describe = {
+    "border": lambda v: (
+        "hard edges along the edited region's border (new edge strength there "
+        f"{v:.2f}x the source's average edge strength)"
+    ),
+    "tiling": lambda v: (
+        f"a repeated pattern (tiling) the source does not have (tiling score up {v:.3f}, of 1)"
+    ),
+    "banding": lambda v: (
+        f"colour banding / posterised gradients ({v:.0%} more of the smooth areas' 8-bit "
+        "levels left empty in runs)"
+    ),
 }
 
 
@@ -649,13 +712,28 @@ class Preservation:
         return _mapped(key, f, raw, self.name, PRESERVATION_WORDS)
 
 
-PRESERVATION_WORDS = {
-    "structure_loss": "detail/structure lost beyond what the edit implies",
-    "coverage_loss": "part of the picture is cropped or shifted away",
-    "layout_loss": "the layout of the scene is not kept",
-    "ssim_loss": "regions outside the edit changed (1 - SSIM)",
-    "l1": "colours outside the edit changed (mean absolute difference)",
-    "area": "the edit changed much more of the picture than a local edit should",
+PRESERVATION_WORDS: Describe = {
+    "structure_loss": lambda v: (
+        f"detail/structure lost beyond what the edit implies (SSIM structure term {v:.3f} "
+        "below the expected edit's, of 1)"
+    ),
+    "coverage_loss": lambda v: (
+        f"part of the picture is cropped or shifted away ({v:.0%} of the source not covered)"
+    ),
+    "layout_loss": lambda v: (
+        f"the layout of the scene is not kept (coarse structure similarity {1.0 - v:.2f}, "
+        "1 = the same layout)"
+    ),
+    "ssim_loss": lambda v: (
+        f"regions outside the edit changed (SSIM there {1.0 - v:.3f}, 1 = unchanged)"
+    ),
+    "l1": lambda v: (
+        f"colours outside the edit changed (mean absolute difference {v / L1_SCALE:.3f} of "
+        "the value range)"
+    ),
+    "area": lambda v: (
+        f"the edit changed much more of the picture than a local edit should ({v:.0%} of the frame)"
+    ),
 }
 
 
@@ -665,15 +743,16 @@ PRESERVATION_WORDS = {
 class Quality:
     """Technical defects of the edited image, each beyond what the source and the edit imply.
 
-    On the detail pair: ``blur = max(0, min(0, x_exp) - x)`` with ``x = log2(hf(edited) /
-    hf(source))`` the change of pixel-level sharpness (:func:`measure.hf_amplitude`) and
-    ``x_exp`` that of the expected edit (0 off the adjust route), so a requested blur is not
-    a defect; ``noise = max(0, n - max(0, n_exp))`` with ``n = log2(sigma(edited) /
-    sigma(source))`` (:func:`measure.noise_sigma`, each on its own flattest half); on the
-    working pair ``clipping = max(0, c(edited) - max(c(source), c(expected)))``
-    (:func:`measure.clipped_fraction`); on the edited image's own pixels ``blockiness =
-    max(0, B(edited) - B(source))`` (:func:`measure.blockiness`); ``resolution_loss =
-    max(0, -log2(edited px per source px) / 2)`` (linear resolution, in octaves).
+    On the detail pair, with :func:`measure.detail_change` (log2 ratios net of the pair's tone
+    gain, so that a pure scaling of the values, a brightness change, is neither blur nor
+    noise): ``blur = max(0, min(0, x_exp) - x)`` with ``x`` the change of pixel-level
+    sharpness and ``x_exp`` that of the expected edit (0 off the adjust route), so a requested
+    blur is not a defect; ``noise = max(0, n - max(0, n_exp))`` with ``n`` the change of the
+    noise level; on the working pair ``clipping = max(0, c(edited) - max(c(source),
+    c(expected)))`` (:func:`measure.clipped_fraction`); on the edited image's own pixels
+    ``blockiness = max(0, B(edited) - B(source))`` (:func:`measure.blockiness`);
+    ``resolution_loss = max(0, -log2(edited px per source px) / 2)`` (linear resolution, in
+    octaves).
 
     For a ``global`` restyle, clipping is set to 0 (reported raw, not scored).
     A frame with non-finite values, or flat (luma std < 0.5 level where the source has
@@ -688,22 +767,14 @@ class Quality:
 
     def features(self, ctx: JudgeContext) -> tuple[dict[str, float], dict[str, Any]]:
         p = ctx.pair
-        hf_s, hf_e = m.hf_amplitude(p.source_d), m.hf_amplitude(p.edited_d)
-        eps = 0.25 / 255.0
-        x = math.log2((hf_e + eps) / (hf_s + eps))
-        x_exp = 0.0
-        n_exp = 0.0
-        # Each image's noise on its own flattest half: noise shows in flat areas, and an edit
-        # may flatten or texture different areas than the source had (paper white, strokes).
-        n_s = m.noise_sigma(p.source_d, m.flat_mask(p.source_d))
-        n_e = m.noise_sigma(p.edited_d, m.flat_mask(p.edited_d))
-        n = math.log2((n_e + eps) / (n_s + eps))
+        d = m.detail_change(p.source_d, p.edited_d, ctx.gain)
+        x, n = d["sharpness"], d["noise"]
+        x_exp = n_exp = 0.0
         c_s, c_e = m.clipped_fraction(p.source_w), m.clipped_fraction(p.edited_w)
         c_exp = c_s
         if ctx.expected_d is not None and ctx.expected_w is not None:
-            x_exp = math.log2((m.hf_amplitude(ctx.expected_d) + eps) / (hf_s + eps))
-            n_x = m.noise_sigma(ctx.expected_d, m.flat_mask(ctx.expected_d))
-            n_exp = math.log2((n_x + eps) / (n_s + eps))
+            dx = m.detail_change(p.source_d, ctx.expected_d, ctx.expected_gain)
+            x_exp, n_exp = dx["sharpness"], dx["noise"]
             c_exp = m.clipped_fraction(ctx.expected_w)
         b_s, b_e = m.blockiness(p.source_own), m.blockiness(p.edited_own)
         al = p.alignment
@@ -718,10 +789,12 @@ class Quality:
             # Paper white and bold flat colour are a restyle's look, not lost highlights.
             f["clipping"] = 0.0
         raw = {
+            "tone_gain": d["gain"],
             "sharpness_change": x,
             "sharpness_change_expected": x_exp,
-            "noise_source": n_s,
-            "noise_edited": n_e,
+            "noise_source": d["noise_source"],
+            "noise_edited": d["noise_edited"],
+            "noise_change": n,
             "noise_change_expected": n_exp,
             "clipped_source": c_s,
             "clipped_edited": c_e,
@@ -751,12 +824,23 @@ class Quality:
         return _mapped("quality", f, raw, self.name, QUALITY_WORDS)
 
 
-QUALITY_WORDS = {
-    "blur": "sharpness lost (octaves of high-frequency amplitude)",
-    "noise": "noise added (log2 of the noise level ratio)",
-    "clipping": "new clipped highlights/shadows (fraction of pixels)",
-    "blockiness": "JPEG 8x8 blocking",
-    "resolution_loss": "lower resolution than the source (octaves)",
+QUALITY_WORDS: Describe = {
+    "blur": lambda v: (
+        f"sharpness lost (pixel-level detail down {v:.2f} octaves, to {2.0**-v:.0%}, "
+        "beyond what the edit implies)"
+    ),
+    "noise": lambda v: (
+        f"noise added (noise level {2.0**v:.2f}x the source's, beyond what the edit implies)"
+    ),
+    "clipping": lambda v: f"new clipped highlights/shadows ({v:.1%} of the pixels)",
+    "blockiness": lambda v: (
+        f"JPEG 8x8 blocking (steps at 8-pixel block edges {v:.0%} larger than elsewhere, "
+        "beyond the source's)"
+    ),
+    "resolution_loss": lambda v: (
+        f"lower resolution than the source ({v:.2f} octaves of linear resolution lost, "
+        f"{2.0**-v:.0%} kept)"
+    ),
 }
 
 

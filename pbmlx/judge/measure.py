@@ -1,7 +1,7 @@
 """Raw image measurements for the judge: alignment, SSIM, change mask, tone/colour/detail statistics.
 
 Everything here is numpy (float32 images, float64 reductions) and PIL (resampling); nothing is
-learned and nothing is mapped to [0, 1] (that is :mod:`pbmlx.judge.calibrate`'s job). Images
+learned and nothing is mapped to [0, 1] (that is :mod:`pbmlx.judge.maps`' job). Images
 are ``(H, W, 3)`` float arrays of sRGB-encoded values in [0, 1]; ``L`` is the BT.601 luma
 ``0.299 R + 0.587 G + 0.114 B`` (the adjust engine's and PIL's).
 
@@ -733,15 +733,76 @@ def highpass(y: np.ndarray) -> np.ndarray:
     return y - gaussian_filter(y, DETAIL_SIGMA)
 
 
-def detail_stats(s: np.ndarray, e: np.ndarray) -> dict[str, float]:
+GAIN_BLOCK = 4  # px: tone gain is read from means of 4x4 blocks (a 1-2 px blur barely moves it)
+GAIN_MIN_CORR = 0.8  # below this low-pass correlation the pair is not a tone mapping: gain 1
+GAIN_FULL_CORR = 0.95  # ... and from this one on, the fitted gain counts in full
+
+
+def _block_means(y: np.ndarray, k: int) -> np.ndarray:
+    h, w = (y.shape[0] // k) * k, (y.shape[1] // k) * k
+    return y[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+
+
+def tone_gain(s: np.ndarray, e: np.ndarray) -> float:
+    """The local contrast gain a global tone mapping applied: the slope ``a`` of the least-squares
+    line ``low(L_e) = a low(L_s) + c`` over the blocks clipped in neither image, ``low`` the
+    means of :data:`GAIN_BLOCK`-pixel square blocks (equal-shape (H, W, 3) images).
+
+    A global tone mapping ``T`` scales pixel-level detail and noise by its slope, ``hp(T(L)) ~
+    T'(L) hp(L)``: multiplying the values by 1.2 (a brightness scaling) makes every edge and
+    every noise grain 1.2x as large without adding noise or sharpening anything. Detail and
+    noise are therefore compared to the source's *scaled by ``a``* (:func:`detail_stats`,
+    :func:`detail_change`). When the low-passes do not correlate (another picture, a restyle)
+    there is no tone mapping to speak of: ``a`` is blended towards 1 as the correlation ``rho``
+    falls from :data:`GAIN_FULL_CORR` to :data:`GAIN_MIN_CORR`, ``1 + t (a - 1)`` with ``t =
+    clip((|rho| - 0.8) / 0.15, 0, 1)``. ``a`` may be negative (an inversion).
+    """
+    k = GAIN_BLOCK
+    ls = _block_means(luma(s).astype(np.float64), k)
+    le = _block_means(luma(e).astype(np.float64), k)
+    keep = _block_means((~(_clipped(s) | _clipped(e))).astype(np.float64), k) == 1.0
+    if int(keep.sum()) < 16:
+        return 1.0
+    ls, le = ls[keep], le[keep]
+    ls = ls - ls.mean()
+    le = le - le.mean()
+    vs, ve = float(ls @ ls), float(le @ le)
+    if vs < 1e-12 or ve < 1e-12:
+        return 1.0
+    cov = float(ls @ le)
+    a = cov / vs
+    corr = abs(cov) / math.sqrt(vs * ve)
+    t = min(1.0, max(0.0, (corr - GAIN_MIN_CORR) / (GAIN_FULL_CORR - GAIN_MIN_CORR)))
+    return 1.0 + t * (a - 1.0)
+
+
+def _clipped(x: np.ndarray) -> np.ndarray:
+    """Pixels with a channel at 0 or 1 (within half an 8-bit level)."""
+    return (x <= 0.5 / 255.0).any(axis=-1) | (x >= 254.5 / 255.0).any(axis=-1)
+
+
+def unclipped(x: np.ndarray, r: int = 2) -> np.ndarray:
+    """Pixels at least ``r`` px away from any pixel with a channel at 0 or 1 (within half an
+    8-bit level): where detail can still be seen, and its high-pass is not cut by a clip."""
+    return ~box_max(_clipped(x), r)
+
+
+def detail_stats(s: np.ndarray, e: np.ndarray, gain: float | None = None) -> dict[str, float]:
     """Pixel-level detail change on the detail pair (equal-shape (H, W, 3) images).
 
-    With ``hs``, ``he`` the high-passes of the two lumas: ``detail_gain = b - 1`` where
-    ``b = <he, hs> / <hs, hs>`` (sharpening > 0, blur < 0); ``new_detail = rms(he - b hs)``
-    minus one 8-bit level in quadrature (content with no counterpart in the source: noise,
-    grain, blocking, a different picture), floored at 0.
+    With ``hs``, ``he`` the high-passes of the two lumas and ``a`` the pair's tone gain
+    (``gain``, else :func:`tone_gain` of this pair; a part of a pair takes the whole pair's): ``detail_gain = b / a - 1`` where ``b = <he, hs> / <hs, hs>``
+    (sharpening > 0, blur < 0; a pure tone mapping, which scales detail by ``a``, 0);
+    ``new_detail = rms(he - b hs)`` minus one 8-bit level in quadrature (content with no
+    counterpart in the source: noise, grain, blocking, a different picture), floored at 0.
+    Both over the pixels clipped in neither image (:func:`unclipped`, all pixels if fewer than
+    64 are left), as in :func:`detail_change`: a clipped area has lost its detail to the clip,
+    which the quality criterion reports, and a brightening that clips was read as detail lost.
     """
     hs, he = highpass(luma(s)), highpass(luma(e))
+    keep = unclipped(s) & unclipped(e)
+    if int(keep.sum()) >= 64:
+        hs, he = hs[keep], he[keep]
     ess = float((hs * hs).mean())
     if ess < 1e-12:
         return {
@@ -751,7 +812,45 @@ def detail_stats(s: np.ndarray, e: np.ndarray) -> dict[str, float]:
     b = float((he * hs).mean()) / ess
     res = he - b * hs
     new = math.sqrt(max(0.0, float((res * res).mean()) - NOISE_FLOOR**2))
-    return {"detail_gain": b - 1.0, "new_detail": new}
+    a = tone_gain(s, e) if gain is None else gain
+    # |a| floored: a picture mapped to nearly one grey has no detail left to compare.
+    a = math.copysign(max(abs(a), 0.05), a)
+    return {"detail_gain": b / a - 1.0, "new_detail": new}
+
+
+DETAIL_EPS = 0.25 / 255.0  # a quarter level: keeps log ratios of near-flat images finite
+
+
+def detail_change(s: np.ndarray, e: np.ndarray, gain: float | None = None) -> dict[str, float]:
+    """How pixel-level sharpness and noise changed from ``s`` to ``e`` (equal shapes), net of
+    the pair's tone gain ``a`` (:func:`tone_gain`), in octaves (log2 ratios):
+
+    * ``sharpness = log2((hf(e) + eps) / (|a| hf(s) + eps))``, ``hf`` the rms luma high-pass
+      (:func:`hf_amplitude`) over the pixels clipped in neither image (:func:`unclipped`: a
+      clipped area has no detail, and that is clipping's defect, not blur);
+    * ``noise = log2((sigma(e) + eps) / (|a| sigma(s) + eps))``, ``sigma`` the noise level
+      (:func:`noise_sigma`) of each image on its own flattest half (:func:`flat_mask`);
+
+    ``eps`` = :data:`DETAIL_EPS`. A pure scaling of the values gives 0 for both. ``gain``:
+    ``a`` if already known. Also returns ``gain`` = ``|a|``, ``noise_source`` and
+    ``noise_edited`` (the two sigmas).
+    """
+    a = abs(tone_gain(s, e) if gain is None else gain)
+    keep = unclipped(s) & unclipped(e)
+    if int(keep.sum()) < 64:
+        keep = np.ones(keep.shape, bool)
+    hs, he = highpass(luma(s))[keep], highpass(luma(e))[keep]
+    hf_s, hf_e = float(np.sqrt((hs * hs).mean())), float(np.sqrt((he * he).mean()))
+    n_s = noise_sigma(s, flat_mask(s))
+    n_e = noise_sigma(e, flat_mask(e))
+    eps = DETAIL_EPS
+    return {
+        "gain": a,
+        "sharpness": math.log2((hf_e + eps) / (a * hf_s + eps)),
+        "noise": math.log2((n_e + eps) / (a * n_s + eps)),
+        "noise_source": n_s,
+        "noise_edited": n_e,
+    }
 
 
 def hf_amplitude(x: np.ndarray) -> float:
@@ -849,19 +948,30 @@ def smooth_region(x: np.ndarray) -> np.ndarray:
 
 
 TILING_SIDE = 256  # repeats of a region are as visible at this size; the FFTs cost 1/4
+# Local contrast normalisation before the autocorrelation: a smooth spatial gain (a vignette,
+# a graduated filter) reweights the picture's parts and moved the old score by up to +0.05 on a
+# photo with a strong pattern (rocket, strong vignette); normalised, it moves by 0.02 at most.
+TILING_NORM_SIGMA = 4.0  # px at TILING_SIDE: the window of the local rms
+TILING_NORM_FLOOR = 0.25  # x the global rms: flat areas are not amplified into "patterns"
 
 
 def tiling(x: np.ndarray) -> float:
     """Repeated-pattern strength: the highest autocorrelation of the luma high-pass at lags of
     at least :data:`TILING_MIN_LAG` of the image side (1 for an exact repeat, ~0 for a photo).
 
-    On the luma reduced to long side :data:`TILING_SIDE`. The autocorrelation is the inverse
+    On the luma reduced to long side :data:`TILING_SIDE`, high-passed and divided by its local
+    contrast, ``h / (sqrt(G_s * h^2) + f rms(h))`` (``G_s`` a Gaussian of sigma
+    :data:`TILING_NORM_SIGMA`, ``f`` = :data:`TILING_NORM_FLOOR`), so that a smooth spatial
+    gain such as a vignette does not read as a pattern. The autocorrelation is the inverse
     FFT of the power spectrum of the zero-padded high-pass; lag (dy, dx) is divided by its
     overlap ``(H - |dy|)(W - |dx|)`` and only lags overlapping a quarter of the image count.
     """
     y = luma(x)
     y = resize(y, fit_size(y.shape[1], y.shape[0], TILING_SIDE))
     h = highpass(y)
+    h = h - h.mean()
+    local = np.sqrt(gaussian_filter(h * h, TILING_NORM_SIGMA))
+    h = h / (local + TILING_NORM_FLOOR * math.sqrt(float((h * h).mean())) + 1e-12)
     h = h - h.mean()
     H, W = h.shape
     shape = (_fast_len(2 * H), _fast_len(2 * W))

@@ -1,13 +1,15 @@
-"""Calibration: the fitted maps from defect features to [0, 1], and the script that fits them.
+"""Fit the judge's calibration maps offline, and measure them on held-out photos.
 
-Runtime
--------
-:func:`load_map` returns a :class:`LogisticMap` from ``calibration.json`` beside this file (the
-one runtime copy; package data): ``score = sigmoid(bias + sum_k w_k f_k)``. :func:`stat_units`
-returns the unit of each adjust statistic (:data:`pbmlx.judge.measure.STATS`).
+    .venv/bin/python tests/judge_fit.py [--workers 2] [--features FILE]   # refit, write both files
+    .venv/bin/python tests/judge_fit.py --evaluate [--photos chelsea,moon] # held-out report only
 
-Fitting (``python -m pbmlx.judge.calibrate``; needs the test extra: scikit-image)
------------------------------------------------------------------------------------
+A tool of the source checkout, not part of the ``pbmlx`` package: the runtime reads what it
+writes (``pbmlx/judge/calibration.json``, through :mod:`pbmlx.judge.maps`) and never imports
+it. It needs the test extra (scikit-image). ``tests/test_judge_calibration.py`` refits the maps
+from the stored features and re-measures a sample; ``tests/test_judge_heldout.py`` recomputes
+the held-out figures on a reduced held-out set (:data:`CI_HELDOUT_PHOTOS`) through the full
+judge.
+
 **Photos.** Real photos from ``skimage.data``, split by photo so that the held-out numbers are
 on pictures the fit never saw, and at another size: :data:`FIT_PHOTOS` at long side
 :data:`FIT_SIDE`, :data:`HELDOUT_PHOTOS` at :data:`HELDOUT_SIDE`.
@@ -38,11 +40,14 @@ graded ops before full-effect ones, :data:`FULL_EFFECT_OPS`) at their spec's mod
 either sign: a "typical requested change", so that statistics of different kinds add up in
 one vector (:func:`compute_stat_units`).
 
-**Fit.** Each map is an L2-regularised logistic regression (Newton's method; ridge :data:`L2`
-on the standardised weights, not the bias) with balanced class weights (each class carries
+**Fit.** Each map is an L2-regularised logistic regression (Newton's method; ridge
+on the standardised weights, not the bias; :data:`pbmlx.judge.fitting.L2`) with balanced class weights (each class carries
 half the total weight, so the score does not encode how many bad examples were generated).
 Every feature measures a defect, so a weight may only lower the score: a feature whose fitted
-weight comes out positive is dropped and the rest refitted (:func:`fit_logistic`).
+weight comes out positive is dropped and the rest refitted
+(:func:`pbmlx.judge.fitting.fit_logistic`). The runtime scores relative to a defect-free edit
+(``sigmoid(b + w.f) / sigmoid(b)``, the ``"defect"`` kind of :mod:`pbmlx.judge.maps`): the
+fit's ``sigmoid(b) < 1`` counts the bad edits a criterion cannot see, not a flaw of the edit.
 
 **Report.** On the held-out photos, through the full :func:`pbmlx.judge.judge`: the pairwise
 ranking accuracy of the adjust family (the correct edit's overall strictly above each
@@ -53,8 +58,9 @@ with the labels (goal >= 0.90; half resolution is left out of it, see
 (:func:`evaluate`).
 
 Outputs: ``pbmlx/judge/calibration.json`` (maps, units, report: what the runtime reads) and
-``tests/data/judge_calibration.json`` (the same, plus the fit split's features and every
-held-out verdict, so the tests refit the maps and re-judge a sample exactly).
+``tests/data/judge_calibration.json`` (the same, plus the fit split's features, so the tests
+refit the maps and re-measure a sample exactly). The held-out figures are not stored for the
+tests to trust: CI judges :data:`CI_HELDOUT_PHOTOS` again (``--evaluate``, :func:`heldout_report`).
 
 The CLIP compliance map
 -----------------------
@@ -70,10 +76,14 @@ pairs with a real model before trusting its absolute values:
 ``pbmlx judge-bench preference.jsonl --images DIR --model CLIP --fit-clip clip.json`` fits it
 (:func:`pbmlx.judge.bench.fit_clip_map`, the same logistic fit with the signs reversed: more
 direction and gain may only raise the score) and writes a file that
-``PBMLX_JUDGE_CALIBRATION=clip.json`` puts in force (:func:`load_params`).
+``PBMLX_JUDGE_CALIBRATION=clip.json`` puts in force (:func:`pbmlx.judge.maps.load_params`).
 """
 
 from __future__ import annotations
+
+# isort: off
+import pbmlx  # noqa: F401  (before mlx.core, so MLX gets its BLAS: see pbmlx/backend.py)
+# isort: on
 
 import argparse
 import contextlib
@@ -81,7 +91,6 @@ import functools
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -93,201 +102,25 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from pbmlx.errors import PbmlxError
+from pbmlx.judge import criteria
+from pbmlx.judge import measure as m
+from pbmlx.judge.core import Judge
+from pbmlx.judge.fitting import fit_logistic
+from pbmlx.judge.maps import FORMAT, PARAMS_PATH, LogisticMap, using
 
-PARAMS_PATH = Path(__file__).with_name("calibration.json")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA_PATH = REPO_ROOT / "tests" / "data" / "judge_calibration.json"
-FORMAT = 1
+GENERATED_BY = "tests/judge_fit.py"
 
 FIT_PHOTOS = ("astronaut", "coffee", "rocket", "camera", "coins", "immunohistochemistry", "grass")
 HELDOUT_PHOTOS = ("chelsea", "hubble_deep_field", "retina", "moon", "clock", "gravel")
+# The reduced held-out set CI recomputes (tests/test_judge_heldout.py): a colour photo and a
+# grey one (the colour instructions are left out on it), every instruction and kind of both.
+CI_HELDOUT_PHOTOS = ("chelsea", "moon")
 FIT_SIDE = 384
 HELDOUT_SIDE = 448
-L2 = 1.0  # ridge on the weights, in units of one (weighted) example's loss
 GOAL_RANKING = 0.95
 GOAL_AGREEMENT = 0.90
-
-
-# ---- the runtime maps ---------------------------------------------------------------------------
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-
-@dataclass(frozen=True)
-class LogisticMap:
-    """``score = sigmoid(bias + sum_k weights[k] * f[features[k]])``."""
-
-    features: tuple[str, ...]
-    weights: tuple[float, ...]
-    bias: float
-    calibrated: bool = True
-
-    def apply(self, f: dict[str, float]) -> tuple[float, dict[str, float]]:
-        """(score, per-feature terms ``w_k f_k``); a feature missing from ``f`` counts as 0."""
-        terms = {
-            k: w * float(f.get(k, 0.0)) for k, w in zip(self.features, self.weights, strict=True)
-        }
-        return _sigmoid(self.bias + sum(terms.values())), terms
-
-    def to_dict(self) -> dict:
-        return {
-            "features": list(self.features),
-            "weights": [float(w) for w in self.weights],
-            "bias": float(self.bias),
-            "calibrated": self.calibrated,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LogisticMap:
-        return cls(
-            tuple(d["features"]),
-            tuple(float(w) for w in d["weights"]),
-            float(d["bias"]),
-            bool(d.get("calibrated", True)),
-        )
-
-
-_OVERRIDE: dict | None = None  # set by the fitting script while it evaluates new maps
-
-
-@functools.lru_cache(maxsize=1)
-def _read_params_file() -> dict:
-    try:
-        params = json.loads(PARAMS_PATH.read_text())
-    except FileNotFoundError:
-        raise PbmlxError(
-            f"The judge's calibration file {PARAMS_PATH} is missing; run `python -m pbmlx.judge.calibrate`."
-        ) from None
-    if params.get("format") != FORMAT:
-        raise PbmlxError(f"The judge's calibration file {PARAMS_PATH} has an unknown format.")
-    return params
-
-
-USER_CALIBRATION_ENV = "PBMLX_JUDGE_CALIBRATION"  # a file of maps that replace packaged ones
-
-
-@functools.lru_cache(maxsize=4)
-def _with_user_maps(path: str) -> dict:
-    """The packaged calibration with the maps of the user file ``path`` in place of its own.
-
-    The file is what ``pbmlx judge-bench --fit-clip FILE`` writes: ``{"format": 1, "maps":
-    {key: {"features", "weights", "bias", "calibrated"}}, ...}``. A map must name a packaged
-    map and use only that map's features (the providers compute nothing else).
-    """
-    where = f"Judge calibration file {path} (${USER_CALIBRATION_ENV})"
-    try:
-        user = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PbmlxError(f"{where} does not exist.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PbmlxError(f"{where} is not readable JSON ({e}).") from None
-    if (
-        not isinstance(user, dict)
-        or user.get("format") != FORMAT
-        or not isinstance(user.get("maps"), dict)
-    ):
-        raise PbmlxError(f'{where} is not a judge calibration (format {FORMAT} with "maps").')
-    params = _read_params_file()
-    maps = dict(params["maps"])
-    for key, d in user["maps"].items():
-        if key not in maps:
-            raise PbmlxError(f"{where} has an unknown map {key!r}.")
-        try:
-            lm = LogisticMap.from_dict(d)
-        except (KeyError, TypeError, ValueError) as e:
-            raise PbmlxError(f"{where}: map {key!r} is malformed ({e}).") from None
-        unknown = set(lm.features) - set(maps[key]["features"])
-        values = [*lm.weights, lm.bias]
-        if unknown or len(lm.weights) != len(lm.features) or not all(map(math.isfinite, values)):
-            raise PbmlxError(
-                f"{where}: map {key!r} must give a finite weight for each of "
-                f"{', '.join(maps[key]['features'])} (or some of them) and a finite bias."
-            )
-        maps[key] = lm.to_dict()
-    return {**params, "maps": maps}
-
-
-def load_params() -> dict:
-    """The calibration in force: the fitting script's new one while it evaluates it, else the
-    runtime file (read once) with the maps of ``$PBMLX_JUDGE_CALIBRATION`` in place, if set."""
-    if _OVERRIDE is not None:
-        return _OVERRIDE
-    user = os.environ.get(USER_CALIBRATION_ENV, "").strip()
-    return _with_user_maps(user) if user else _read_params_file()
-
-
-@contextlib.contextmanager
-def using(params: dict) -> Iterator[None]:
-    """Judge with ``params`` instead of the file inside the block (the fitting script's check)."""
-    global _OVERRIDE
-    old, _OVERRIDE = _OVERRIDE, params
-    try:
-        yield
-    finally:
-        _OVERRIDE = old
-
-
-def load_map(key: str) -> LogisticMap:
-    """The fitted map ``key`` (e.g. ``"compliance/adjust"``, ``"quality"``)."""
-    maps = load_params()["maps"]
-    if key not in maps:
-        raise PbmlxError(f"The judge's calibration file {PARAMS_PATH} has no map {key!r}.")
-    return LogisticMap.from_dict(maps[key])
-
-
-def stat_units() -> dict[str, float]:
-    return dict(load_params()["stat_units"])
-
-
-# ---- fitting ------------------------------------------------------------------------------------
-
-
-def fit_logistic(
-    x: np.ndarray, y: np.ndarray, *, l2: float = L2, iters: int = 100
-) -> tuple[np.ndarray, float]:
-    """Weights (all <= 0) and bias of a balanced, ridge-regularised logistic regression.
-
-    Minimises ``sum_i c_i BCE(y_i, sigmoid(b + w x_i)) + l2 / 2 sum_k (w_k sd_k)^2`` with class
-    weights ``c_i = n / (2 n_{y_i})`` and ``sd_k`` the standard deviation of feature k, by
-    Newton's method (float64). Features whose weight comes out
-    positive (a defect that would *raise* the score) are dropped and the rest refitted.
-    """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    n, d = x.shape
-    # The ridge acts on standardised features (w_k * sd_k), so a feature's units do not
-    # decide how hard its weight is held back; the weights are returned in raw units.
-    sd = x.std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)
-    x = x / sd
-    n1 = float(y.sum())
-    n0 = n - n1
-    if n1 == 0 or n0 == 0:
-        raise ValueError("a calibration map needs examples of both labels")
-    c = np.where(y > 0.5, n / (2 * n1), n / (2 * n0))
-    active = np.ones(d, bool)
-    while True:
-        xa = np.concatenate([np.ones((n, 1)), x[:, active]], axis=1)
-        theta = np.zeros(xa.shape[1])
-        reg = np.full(xa.shape[1], l2)
-        reg[0] = 0.0
-        for _ in range(iters):
-            z = xa @ theta
-            p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-            grad = xa.T @ (c * (p - y)) + reg * theta
-            h = (xa * (c * p * (1 - p))[:, None]).T @ xa + np.diag(reg) + 1e-9 * np.eye(len(theta))
-            step = np.linalg.solve(h, grad)
-            theta -= step
-            if float(np.abs(step).max()) < 1e-10:
-                break
-        w = np.zeros(d)
-        w[active] = theta[1:]
-        if (w > 0).any():
-            active &= w <= 0
-            continue
-        return w / sd, float(theta[0])
 
 
 # ---- the independent edits ----------------------------------------------------------------------
@@ -868,8 +701,6 @@ def compute_stat_units(photos: tuple[str, ...], side: int) -> dict[str, float]:
     targeting it (:data:`pbmlx.judge.criteria.TARGETS`; graded ops first, see
     :data:`FULL_EFFECT_OPS`) make at their spec's moderate amount, either sign."""
     from pbmlx.adjust.specs import SPECS
-    from pbmlx.judge import criteria
-    from pbmlx.judge import measure as m
 
     targeting = {k: [o for o, ks in criteria.TARGETS.items() if k in ks] for k in m.STATS}
     targeting = {
@@ -897,8 +728,6 @@ def compute_stat_units(photos: tuple[str, ...], side: int) -> dict[str, float]:
 
 def case_features(case: Case, units: dict[str, float]) -> dict[str, Any]:
     """The raw defect features of every criterion for one case (what the maps are fitted on)."""
-    from pbmlx.judge import criteria
-    from pbmlx.judge import measure as m
     from pbmlx.plan import plan as make_plan
 
     p = make_plan(case.instruction)
@@ -945,7 +774,9 @@ def fit_maps(rows: list[dict]) -> dict[str, dict]:
             xs.append([f[k] for k in names])
             ys.append(lab)
         w, b = fit_logistic(np.array(xs), np.array(ys))
-        maps[key] = LogisticMap(tuple(names), tuple(float(v) for v in w), b).to_dict()
+        maps[key] = LogisticMap(
+            tuple(names), tuple(float(v) for v in w), b, kind="defect"
+        ).to_dict()
         maps[key]["n"] = len(ys)
     maps["compliance/clip"] = CLIP_MAP.to_dict()
     return maps
@@ -953,7 +784,9 @@ def fit_maps(rows: list[dict]) -> dict[str, dict]:
 
 # Not fitted (see the module docstring): 0.5 at direction 0.08, about 0.9 at 0.2; the gain in
 # image-text similarity adds a little (a 0.03 gain is worth a 0.05 direction).
-CLIP_MAP = LogisticMap(("direction", "gain"), (18.0, 30.0), -1.44, calibrated=False)
+CLIP_MAP = LogisticMap(
+    ("direction", "gain"), (18.0, 30.0), -1.44, calibrated=False, kind="evidence"
+)
 
 
 @dataclass(frozen=True)
@@ -1030,11 +863,10 @@ def evaluate(judged: list[Judged]) -> dict:
 def judge_photo(args: tuple[tuple[str, ...], str, int, dict | None]) -> list[Judged]:
     """Judge every case of one photo through :func:`pbmlx.judge.judge` (a worker's job)."""
     photos, name, side, params = args
-    from pbmlx.judge.core import Judge
-
     ctx = using(params) if params is not None else contextlib.nullcontext()
     with ctx:
-        j = Judge(model=None)
+        # No CLIP, even if one is cached: the report must not depend on the machine's cache.
+        j = Judge(providers=criteria.default_providers(criteria.ClipCompliance(None, "no CLIP")))
         out = []
         for c in photo_cases(photos, name, side):
             v = j(c.source, c.edited, c.instruction)
@@ -1065,10 +897,48 @@ def _map_jobs(fn: Callable, jobs: list, workers: int) -> list:
         return pool.map(fn, jobs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m pbmlx.judge.calibrate", description=__doc__.split("\n")[0]
+def heldout_report(
+    photos: tuple[str, ...] = HELDOUT_PHOTOS,
+    side: int = HELDOUT_SIDE,
+    params: dict | None = None,
+    workers: int = 1,
+    cases_of: tuple[str, ...] | None = None,
+) -> dict:
+    """Judge every case of ``photos`` (or only of ``cases_of``, a subset of them: each photo's
+    "unrelated" edit still comes from the next photo of ``photos``) through the full judge
+    with ``params`` (None: the calibration in force) and return :func:`evaluate`'s report
+    plus ``"cases"`` (how many were judged) and ``"seconds"``."""
+    t0 = time.perf_counter()
+    jobs = [(photos, name, side, params) for name in (cases_of or photos)]
+    judged = [j for part in _map_jobs(judge_photo, jobs, workers) for j in part]
+    rep = evaluate(judged)
+    return {**rep, "cases": len(judged), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def print_report(rep: dict, title: str, out: Any = sys.stdout) -> None:
+    """The figures the README states, one per line."""
+    fam = rep["ranking_by_family"]
+    print(title, file=out)
+    print(
+        f"  adjust edits: correct edit ranked above a degraded one in "
+        f"{rep['ranking_accuracy']:.1%} of {rep['pairs']} pairs (goal {GOAL_RANKING:.0%}); "
+        f"accept/reject agrees with the label on {rep['accept_agreement']:.1%} of "
+        f"{rep['accept_cases']} verdicts (goal {GOAL_AGREEMENT:.0%}; "
+        f"{rep['accept_not_available']} not available)",
+        file=out,
     )
+    for f in ("local", "global", "layout"):
+        if f in fam:
+            print(
+                f"  {f} edits (no CLIP: partial overall): ranked right in "
+                f"{fam[f]['accuracy']:.1%} of {fam[f]['pairs']} pairs",
+                file=out,
+            )
+    print(f"  by kind: {rep['ranking_by_kind']}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tests/judge_fit.py", description=__doc__.split("\n")[0])
     ap.add_argument(
         "--params", type=Path, default=PARAMS_PATH, help="runtime calibration file to write"
     )
@@ -1081,8 +951,26 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="reuse the fit split's units and features from this file if it exists, else save them there",
     )
+    ap.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="only judge the held-out photos with the calibration in force and print the report",
+    )
+    ap.add_argument(
+        "--photos", help="with --evaluate: comma-separated held-out photos (default: all six)"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if args.evaluate:
+        cases_of = tuple(args.photos.split(",")) if args.photos else None
+        if cases_of and not set(cases_of) <= set(HELDOUT_PHOTOS):
+            ap.error(f"--photos must be among {', '.join(HELDOUT_PHOTOS)}")
+        rep = heldout_report(workers=args.workers, cases_of=cases_of)
+        print_report(rep, f"held-out {', '.join(cases_of or HELDOUT_PHOTOS)} @ {HELDOUT_SIDE}:")
+        print(f"  {rep['cases']} cases judged in {rep['seconds']:.0f} s")
+        for line in rep["ranking_failures"] + rep["accept_failures"]:
+            print("  held-out miss:", line, file=sys.stderr)
+        return 0
     if args.features is not None and args.features.exists():
         saved = json.loads(args.features.read_text())
         units, rows = saved["stat_units"], saved["fit_rows"]
@@ -1096,33 +984,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fit split: {len(rows)} cases, features in {t1 - t0:.0f} s", file=sys.stderr)
     params: dict[str, Any] = {
         "format": FORMAT,
-        "generated_by": "python -m pbmlx.judge.calibrate",
+        "generated_by": GENERATED_BY,
         "fit_photos": [f"{p}@{FIT_SIDE}" for p in FIT_PHOTOS],
         "heldout_photos": [f"{p}@{HELDOUT_SIDE}" for p in HELDOUT_PHOTOS],
         "stat_units": units,
         "maps": fit_maps(rows),
     }
-    jobs = [(HELDOUT_PHOTOS, name, HELDOUT_SIDE, params) for name in HELDOUT_PHOTOS]
-    judged = [j for part in _map_jobs(judge_photo, jobs, args.workers) for j in part]
-    held = evaluate(judged)
+    held = heldout_report(params=params, workers=args.workers)
     print(
-        f"held-out split: {len(judged)} cases judged in {time.perf_counter() - t1:.0f} s",
-        file=sys.stderr,
+        f"held-out split: {held['cases']} cases judged in {held['seconds']:.0f} s", file=sys.stderr
     )
     params["report"] = {
-        "heldout": _short(held),
+        "heldout": _short({k: v for k, v in held.items() if k != "seconds"}),
         "goals": {"ranking": GOAL_RANKING, "agreement": GOAL_AGREEMENT},
     }
-    params["heldout_verdicts"] = [
-        [j.family, j.photo, j.instruction, j.kind, round(j.rank_score, 4)] for j in judged
-    ]
-    args.params.write_text(
-        json.dumps({k: v for k, v in params.items() if k != "heldout_verdicts"}, indent=1) + "\n"
-    )
+    args.params.write_text(json.dumps(params, indent=1) + "\n")
     data = {**params, "fit": pack_rows(rows)}
     args.data.parent.mkdir(parents=True, exist_ok=True)
     args.data.write_text(json.dumps(data, separators=(",", ":")) + "\n")
-    print(json.dumps(params["report"], indent=1))
+    print_report(held, f"held-out {', '.join(HELDOUT_PHOTOS)} @ {HELDOUT_SIDE}:")
     for line in held["ranking_failures"] + held["accept_failures"]:
         print("  held-out miss:", line, file=sys.stderr)
     print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -1174,8 +1054,4 @@ def _round_row(row: dict) -> dict:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, not this __main__ copy: worker processes and the
-    # providers must all see the one pbmlx.judge.calibrate (its `using` override included).
-    from pbmlx.judge.calibrate import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())
