@@ -4,12 +4,12 @@ The three conversions, in float32 (``fl`` is float32 rounding), elementwise on a
 editor's ``(H, W, C)`` or a batch ``(B, H, W, C)``):
 
 - :func:`to_model_input`: uint8 ``u`` -> ``fl(fl(u / 255) * 2) - 1``; float ``x`` (taken as
-  [0, 1], not clipped) -> ``fl(x * 2) - 1``. The uint8 form is the editor's decoding
-  (``u8.astype(float32) / 255``) followed by the pipeline's ``* 2 - 1``.
+  [0, 1], not clipped) -> ``fl(x * 2) - 1``. The uint8 form is numpy's decoding of 8-bit codes
+  (:func:`pbmlx.pixels.codes_to_unit`, ``fl(u / 255)``) followed by the pipeline's ``* 2 - 1``.
 - :func:`from_model_output`: ``y`` -> ``clip(fl(y / 2) + 1/2, 0, 1)`` float32 (the pipeline's
   ``decode``).
 - :func:`to_uint8`: ``y`` -> ``rint(fl(clip(fl(y / 2) + 1/2, 0, 1) * 255))`` uint8, rounding half
-  to even as ``np.rint`` (the editor's ``clip(rint(v * 255), 0, 255)`` of the decoded ``v``).
+  to even as ``np.rint`` (:func:`pbmlx.pixels.unit_to_codes` of ``from_model_output(y)``).
 
 The kernels (``image_io.metal`` and its twin ``image_io.cu``, one template per conversion) give
 these float32 results bit for bit (``x / 255`` correctly rounded without a division instruction,

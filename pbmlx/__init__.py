@@ -1,6 +1,7 @@
 """pbmlx: on-device, instruction-driven photo editing.
 
-``pbmlx.edit(image, "instruction", ...)`` edits a PIL image (see :mod:`pbmlx.flow`);
+``pbmlx.edit(image, "instruction", ...)`` edits a PIL image (see :mod:`pbmlx.flow`; its
+sampler settings are keywords or one ``pbmlx.SamplerSettings``);
 ``pbmlx.plan("instruction")`` shows what an instruction will do (see :mod:`pbmlx.plan`);
 ``pbmlx.judge(source, edited, "instruction")`` scores an edit on the Pico-Banana-400K rubric
 (see :mod:`pbmlx.judge`).
@@ -20,12 +21,22 @@ import types  # noqa: E402
 from pbmlx.errors import PbmlxError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["EditResult", "Editor", "PbmlxError", "__version__", "edit", "judge", "plan"]
+__all__ = [
+    "EditResult",
+    "Editor",
+    "PbmlxError",
+    "SamplerSettings",
+    "__version__",
+    "edit",
+    "judge",
+    "plan",
+]
 
 _LAZY = {
     "edit": ("pbmlx.flow", "edit"),
     "EditResult": ("pbmlx.flow", "EditResult"),
     "Editor": ("pbmlx.editor", "Editor"),
+    "SamplerSettings": ("pbmlx.diffuse.settings", "SamplerSettings"),
     "plan": ("pbmlx.plan", "plan"),
 }
 

@@ -11,7 +11,8 @@ encoded and decodes in tiles.
 
 ``Editor.edit(image, instruction)`` runs the pipeline (:mod:`pbmlx.diffuse.pipeline`) at
 working size (longest side ``size``, sides multiples of 8) and brings the result back to the
-photo's own resolution (:mod:`pbmlx.diffuse.fullres`).
+photo's own resolution (:mod:`pbmlx.diffuse.fullres`). Its sampler settings are one
+:class:`~pbmlx.diffuse.settings.SamplerSettings` (``settings=``), or its fields as keywords.
 """
 
 from __future__ import annotations
@@ -26,23 +27,19 @@ import mlx.nn as nn
 import numpy as np
 from PIL import Image
 
-from pbmlx import hub
-from pbmlx.diffuse.pipeline import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_IMAGE_GUIDANCE,
-    DEFAULT_STEPS,
-    InstructPix2PixPipeline,
-    Progress,
-    check_guidance,
+from pbmlx import hub, pixels
+from pbmlx.diffuse.pipeline import InstructPix2PixPipeline, Progress
+from pbmlx.diffuse.settings import (  # noqa: F401  (DEFAULT_SIZE is importable from here too)
+    DEFAULT_SIZE,
+    WORKING_MULTIPLE,
+    SamplerSettings,
+    resolve,
 )
-from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER
 from pbmlx.errors import PbmlxError
 from pbmlx.models import load_text_encoder, load_unet, load_vae
 from pbmlx.models.tokenizer import CLIPTokenizer
 from pbmlx.models.weights import PICKLE_SUFFIXES, read_config
 
-DEFAULT_SIZE = 512  # working size: longest side in pixels (what SD 1.5 was trained at)
-WORKING_MULTIPLE = 8  # working sides are multiples of this (and of the VAE's factor)
 MODEL_INDEX = "model_index.json"  # marks a diffusers pipeline folder
 CONVERTED_MARKER = "pbmlx.json"  # marks a folder written by `pbmlx convert`
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
@@ -100,10 +97,8 @@ class EditorResult:
 
     @property
     def image(self) -> Image.Image:
-        """The result as an 8-bit RGB (or RGBA) PIL image."""
-        arr = self.rgb if self.alpha is None else np.dstack([self.rgb, self.alpha])
-        u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(u8, "RGB" if self.alpha is None else "RGBA")
+        """The result as an 8-bit RGB (or RGBA) PIL image (:func:`pbmlx.pixels.to_pil`)."""
+        return pixels.to_pil(self.rgb, self.alpha)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -256,33 +251,13 @@ def load_pipeline(
 
 def _as_rgb(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """float32 RGB ``(H, W, 3)`` in [0, 1] and optional alpha ``(H, W)`` from a PIL image or
-    an array (uint8, uint16, or float in [0, 1]; ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``)."""
-    if isinstance(image, Image.Image):
-        has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-            image.mode == "P" and "transparency" in image.info
-        )
-        image = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
-    if not isinstance(image, np.ndarray):
+    an array (uint8, uint16, or float in [0, 1]; ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``):
+    :func:`pbmlx.pixels.to_unit_rgb`."""
+    if not isinstance(image, (Image.Image, np.ndarray)):
         raise PbmlxError(
             f"Editor.edit takes a PIL image or a numpy array, not {type(image).__name__}."
         )
-    a = image
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif a.dtype == np.uint16:
-        a = a.astype(np.float32) / 65535.0
-    elif np.issubdtype(a.dtype, np.floating):
-        a = np.clip(a.astype(np.float32), 0.0, 1.0)
-    else:
-        raise PbmlxError(f"Image arrays must be uint8, uint16 or float, not {a.dtype}.")
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4) or min(a.shape[:2]) < 1:
-        raise PbmlxError(
-            f"Image array has shape {image.shape}; expected (H, W), (H, W, 3) or (H, W, 4)."
-        )
-    alpha = a[..., 3].copy() if a.shape[-1] == 4 else None
-    return np.ascontiguousarray(a[..., :3]), alpha
+    return pixels.to_unit_rgb(image)
 
 
 class Editor:
@@ -348,39 +323,42 @@ class Editor:
         return cls(pipeline, model=str(path_or_hub_id))
 
     def check_settings(
-        self,
-        *,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-        size: int = DEFAULT_SIZE,
-        seed: int = 0,
-        scheduler: str = DEFAULT_SCHEDULER,
-    ) -> None:
-        """Raise :class:`PbmlxError` naming the first setting :meth:`edit` would refuse, so a
-        caller can refuse before reading a photo."""
-        self.pipeline.scheduler(scheduler, steps)  # unknown name or bad step count
-        check_guidance("Guidance", guidance)
-        check_guidance("Image guidance", image_guidance)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise PbmlxError(f"Seed {seed!r} must be an integer from 0 to 2**63 - 1.")
-        if isinstance(size, bool) or not isinstance(size, int) or size < WORKING_MULTIPLE:
-            raise PbmlxError(f"Working size {size!r} must be an integer >= {WORKING_MULTIPLE}.")
+        self, settings: SamplerSettings | None = None, **fields: object
+    ) -> SamplerSettings:
+        """The settings :meth:`edit` would run with, checked against this model: raises
+        :class:`PbmlxError` naming the first setting it would refuse, so a caller can refuse
+        before reading a photo.
+
+        ``settings`` (default ``SamplerSettings()``) with ``fields`` (``steps=``, ``seed=``,
+        ... as in :class:`~pbmlx.diffuse.settings.SamplerSettings`; None: not given) in place
+        (:func:`~pbmlx.diffuse.settings.resolve`). Beyond the settings' own checks, the step
+        count must fit the model's scheduler (at most its ``num_train_timesteps``).
+        """
+        settings = resolve(settings, **fields)
+        self.pipeline.scheduler(settings.scheduler, settings.steps)
+        return settings
 
     def edit(
         self,
         image: Image.Image | np.ndarray,
         instruction: str,
         *,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-        size: int = DEFAULT_SIZE,
-        seed: int = 0,
-        scheduler: str = DEFAULT_SCHEDULER,
+        settings: SamplerSettings | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        image_guidance: float | None = None,
+        size: int | None = None,
+        seed: int | None = None,
+        scheduler: str | None = None,
         progress: Progress | None = None,
     ) -> EditorResult:
         """Edit ``image`` following ``instruction``; the result has the input's size.
+
+        Sampler settings: ``settings`` (default ``SamplerSettings()``: 20 steps, guidance 7.5,
+        image guidance 1.5, size 512, euler_a, seed 0), with each of the keywords ``steps``,
+        ``guidance``, ``image_guidance``, ``size``, ``seed`` and ``scheduler`` that is given
+        (not None) in its field's place: ``edit(im, text, steps=4)`` and ``edit(im, text,
+        settings=SamplerSettings(steps=4))`` are the same edit.
 
         The model runs at ``fullres.working_size(W, H, longest=size, multiple=8)``; the edit is
         then brought back to full resolution with ``fullres.restore_full_resolution``, which
@@ -391,7 +369,8 @@ class Editor:
 
         if not isinstance(instruction, str) or not instruction.strip():
             raise PbmlxError("The instruction is empty.")
-        self.check_settings(
+        settings = self.check_settings(
+            settings,
             steps=steps,
             guidance=guidance,
             image_guidance=image_guidance,
@@ -403,20 +382,13 @@ class Editor:
         H, W, _ = rgb.shape
         multiple = max(WORKING_MULTIPLE, self.pipeline.vae_factor)
         t0 = time.perf_counter()
-        work = self.fixed_size or fullres.working_size(W, H, longest=size, multiple=multiple)
+        work = self.fixed_size or fullres.working_size(
+            W, H, longest=settings.size, multiple=multiple
+        )
         small = np.asarray(fullres.to_working(rgb, work), dtype=np.float32)
         t_resize = time.perf_counter() - t0
 
-        out = self.pipeline.generate(
-            small,
-            instruction,
-            steps=steps,
-            guidance=guidance,
-            image_guidance=image_guidance,
-            scheduler=scheduler,
-            seed=seed,
-            progress=progress,
-        )
+        out = self.pipeline.generate(small, instruction, settings=settings, progress=progress)
         t1 = time.perf_counter()
         full = fullres.restore_full_resolution(rgb, small, out.image)
         full = np.asarray(full, dtype=np.float32)
@@ -426,11 +398,11 @@ class Editor:
             alpha=alpha,
             instruction=instruction,
             model=self.model,
-            seed=seed,
-            steps=steps,
-            guidance=float(guidance),
-            image_guidance=float(image_guidance),
-            scheduler=scheduler,
+            seed=settings.seed,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            image_guidance=settings.image_guidance,
+            scheduler=settings.scheduler,
             working_size=(int(work[0]), int(work[1])),
             seconds=seconds,
             peak_memory_bytes=out.peak_memory_bytes,

@@ -29,7 +29,7 @@ Three stages, one pass over the data (nothing is held but one record's images an
      ``--clip``; it is computed for every reference, aligned or not, because CLIP embeddings
      do not depend on pixel registration.
 3. **report** -- ``DIR/results.jsonl`` (one object per edit, :func:`_row`), ``DIR/summary.json``
-   (:func:`summarize`: per edit type, per group, multi-turn, overall, reader skip counts,
+   (built by :func:`_run`: per edit type, per group, multi-turn, overall, reader skip counts,
    settings, versions), ``DIR/report.html`` with PNG charts (``DIR/charts``) and before /
    edited / reference JPEG thumbnails (``DIR/thumbs``, for the first ``--max-thumbs`` edits),
    all linked relatively: the folder is viewable offline and can be moved.
@@ -79,12 +79,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pbmlx.errors import PbmlxError
+from pbmlx.pixels import unit_to_codes
+
+if TYPE_CHECKING:
+    from pbmlx.diffuse.settings import SamplerSettings
 
 PSNR_CAP_DB = (
     100.0  # above any 8-bit pair that differs in a way one can see (1 code in 1e6 px: 113 dB)
@@ -285,6 +289,22 @@ class EvalSettings:
     overwrite: bool = False
     sources: Path | None = None  # a local Open Images folder for the source photos
 
+    @property
+    def sampler(self) -> SamplerSettings:
+        """The editor's sampler settings in force: ``steps``, ``size``, ``guidance``,
+        ``image_guidance`` and ``scheduler`` where given, the defaults elsewhere (its ``seed``
+        is the default: turn k of a record is edited with ``seed + k``). Bad values raise
+        :class:`PbmlxError`."""
+        from pbmlx.diffuse.settings import resolve
+
+        return resolve(
+            steps=self.steps,
+            size=self.size,
+            guidance=self.guidance,
+            image_guidance=self.image_guidance,
+            scheduler=self.scheduler,
+        )
+
     def to_dict(self) -> dict:
         return {
             "data": str(self.data),
@@ -324,11 +344,7 @@ class _Job:
 def _editor_options(s: EvalSettings) -> Any:
     from pbmlx.flow import EditorOptions
 
-    opts = EditorOptions(model=s.model)
-    for name in ("steps", "size", "guidance", "image_guidance", "scheduler"):
-        if getattr(s, name) is not None:
-            setattr(opts, name, getattr(s, name))
-    return opts
+    return EditorOptions(model=s.model, sampler=s.sampler)
 
 
 def _check_data(data: Path) -> tuple[Path | None, Path | None]:
@@ -420,7 +436,7 @@ def _read_codes(path: Path) -> np.ndarray:
     photo = read_image(path)
     if photo.codes is not None:
         return photo.codes
-    return np.clip(np.rint(photo.rgb * 255.0), 0, 255).astype(np.uint8)
+    return unit_to_codes(photo.rgb)
 
 
 def _thumb(x: np.ndarray, path: Path) -> None:
@@ -469,11 +485,7 @@ class _Runner:
                     instruction,
                     seed=seed,
                     model=self.editor,
-                    steps=self.options.steps,
-                    guidance=self.options.guidance,
-                    image_guidance=self.options.image_guidance,
-                    size=self.options.size,
-                    scheduler=self.options.scheduler,
+                    settings=self.options.sampler,
                 )
             except PbmlxError as e:
                 self._skip(job, "edit failed", str(e), n - k)
@@ -617,25 +629,19 @@ def evaluate(s: EvalSettings, *, progress: bool = True) -> dict:
     out = Path(s.out)
     _check_out(out, s.overwrite)
     options = _editor_options(s)
+    sampler = options.sampler
     # The settings reported are the ones in force (the editor's defaults where not given).
     s = replace(
         s,
-        steps=options.steps,
-        size=options.size,
-        guidance=options.guidance,
-        image_guidance=options.image_guidance,
-        scheduler=options.scheduler,
+        steps=sampler.steps,
+        size=sampler.size,
+        guidance=sampler.guidance,
+        image_guidance=sampler.image_guidance,
+        scheduler=sampler.scheduler,
     )
     editor = load_editor(options)
     if editor is not None:
-        editor.check_settings(
-            steps=options.steps,
-            guidance=options.guidance,
-            image_guidance=options.image_guidance,
-            size=options.size,
-            scheduler=options.scheduler,
-            seed=s.seed,
-        )
+        editor.check_settings(sampler, seed=s.seed)
     judge, clip = _make_judge(s.clip)
 
     t0 = time.perf_counter()

@@ -1,10 +1,11 @@
 """The edit flow: load -> plan -> adjust | diffuse -> save, for one or several turns.
 
 ``edit(image, *instructions)`` is the Python API (PIL image in, PIL image out);
-``edit_file(input, instructions, ...)`` is what ``pbmlx edit`` runs. Every instruction is
-planned, and the editor model (when a turn needs one) is found and loaded, before any pixel is
-touched, so an instruction that cannot be carried out fails before work is done and before
-anything is written. Turn k edits the result of turn k-1.
+``edit_file(input, instructions, ...)`` is what ``pbmlx edit`` runs (its arguments are parsed
+in :mod:`pbmlx.cli`). Every instruction is planned, and the editor model (when a turn needs
+one) is found and loaded, before any pixel is touched, so an instruction that cannot be carried
+out fails before work is done and before anything is written. Turn k edits the result of turn
+k-1. Diffusion turns sample with one :class:`~pbmlx.diffuse.settings.SamplerSettings`.
 
 The editor model for diffusion turns is, first found wins: ``--model`` / ``model=``, the
 ``PBMLX_MODEL`` environment variable, ``{"model": ...}`` in the config file
@@ -20,7 +21,6 @@ once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pbmlx.diffuse.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS
-from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
-from pbmlx.editor import DEFAULT_SIZE, Editor, EditorResult
+from pbmlx import pixels
+from pbmlx.diffuse.settings import SamplerSettings, resolve
+from pbmlx.editor import Editor, EditorResult
 from pbmlx.errors import PbmlxError
 from pbmlx.load import DEFAULT_MAX_PIXELS, Photo, read_image
 from pbmlx.plan import ENGLISH_ONLY, EditPlan, plan
@@ -49,15 +49,16 @@ DEFAULT_CONFIG = "~/.config/pbmlx/config.json"  # {"model": "<folder or hub id>"
 
 @dataclass
 class EditorOptions:
-    """How diffusion turns run: which model and the sampler's settings (CLI flags)."""
+    """How diffusion turns run: which model, the sampler's settings and how to load and show it
+    (the CLI flags).
+
+    ``sampler``: every diffusion turn's settings, its seed replaced by that turn's (``seed +
+    k``); its ``seed`` is the run's base seed when :func:`edit_file` is given none.
+    """
 
     model: str | Path | Editor | None = None  # None: find_model() decides
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    image_guidance: float = DEFAULT_IMAGE_GUIDANCE
-    size: int = DEFAULT_SIZE  # working size: longest side in pixels
-    scheduler: str = DEFAULT_SCHEDULER
-    low_memory: bool = False
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    low_memory: bool = False  # free the text encoder after encoding and decode in tiles
     progress: bool = False  # a tqdm bar on stderr for the denoising steps
 
 
@@ -284,8 +285,10 @@ def _run_turns(
     judge_time = [0.0]  # this turn's seconds spent judging
 
     def judged(source_codes: np.ndarray, edited: np.ndarray, instruction: str) -> Any:
+        # The judge scores the 8-bit codes that will be saved: what the user gets, and the same
+        # verdict as `pbmlx judge` on a lossless copy of the output.
         t = time.perf_counter()
-        verdict = judge(source_codes, _codes(edited), instruction)
+        verdict = judge(source_codes, pixels.unit_to_codes(edited), instruction)
         judge_time[0] += time.perf_counter() - t
         return verdict
 
@@ -294,10 +297,10 @@ def _run_turns(
         judge_time[0] = 0.0
         # Each turn gets its own seed so that e.g. grain twice is not the same noise twice.
         if engine == "adjust":
-            before = _codes(x) if judging is not None else None
+            before = pixels.unit_to_codes(x) if judging is not None else None
             # 8-bit codes in (an 8-bit file's own samples) give 8-bit codes out of the last turn
             # (what will be saved, quantized once); turns before it keep float values.
-            codes_out = _is_codes(rgb) and k == len(planned) - 1
+            codes_out = pixels.is_codes(rgb) and k == len(planned) - 1
             warps: list = []  # geometric steps, resolved: the alpha plane replays them
             x = apply_ops(
                 np.asarray(x),
@@ -327,15 +330,7 @@ def _run_turns(
                     label += f" (seed {turn_seed})"
                 progress = _progress_bar(label)
             return editor.edit(
-                source,
-                p.instruction,
-                steps=options.steps,
-                guidance=options.guidance,
-                image_guidance=options.image_guidance,
-                size=options.size,
-                seed=turn_seed,
-                scheduler=options.scheduler,
-                progress=progress,
+                source, p.instruction, settings=options.sampler, seed=turn_seed, progress=progress
             )
 
         if judging is None:
@@ -343,7 +338,7 @@ def _run_turns(
         else:
             from pbmlx.judge.retry import run_attempts
 
-            src_codes = _codes(source)
+            src_codes = pixels.unit_to_codes(source)
             choice = run_attempts(
                 attempt,
                 lambda r, p=p, src_codes=src_codes: judged(src_codes, r.rgb, p.instruction),
@@ -354,7 +349,7 @@ def _run_turns(
             result = choice.image
         x = result.rgb
         turns.append(Turn(p, engine, time.perf_counter() - t0, result, choice, judge_time[0]))
-    if _is_codes(x):
+    if pixels.is_codes(x):
         return x, turns
     return np.asarray(x, dtype=np.float32), turns
 
@@ -401,37 +396,6 @@ def _exif_with_size(exif: bytes | None, width: int, height: int) -> bytes | None
     return data if data.startswith(b"Exif") else b"Exif\0\0" + data
 
 
-def _is_codes(x: Any) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype == np.uint8
-
-
-def _codes(rgb: np.ndarray) -> np.ndarray:
-    """Float RGB in [0, 1] as the 8-bit codes it will be saved as: the judge scores what the
-    user gets (and the same verdict as ``pbmlx judge`` on a lossless copy of the output)."""
-    if _is_codes(rgb):
-        return rgb
-    return np.clip(np.rint(np.asarray(rgb, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
-def _pil_to_float(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PIL image as float32 RGB in [0, 1] and an optional float32 alpha plane."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(rgba[..., :3]), (rgba[..., 3].copy() if has_alpha else None)
-
-
-def _float_to_pil(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    if _is_codes(rgb):
-        if alpha is None:
-            return Image.fromarray(rgb, "RGB")
-        rgb = rgb / np.float32(255.0)
-    arr = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=-1)
-    u8 = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(u8, "RGB" if alpha is None else "RGBA")
-
-
 def _peak_memory(turns: list[Turn]) -> int:
     """MLX's peak since the last reset (each editor run resets it), or a turn's, the larger."""
     import mlx.core as mx
@@ -468,14 +432,7 @@ def _prepare(
         extra = judging.attempts - 1 if judging is not None else 0
         seeds = [seed + k for k, (_, chosen) in enumerate(planned) if chosen == "diffusion"]
         for turn_seed in (min(seeds), max(seeds) + extra):
-            editor.check_settings(
-                steps=options.steps,
-                guidance=options.guidance,
-                image_guidance=options.image_guidance,
-                size=options.size,
-                scheduler=options.scheduler,
-                seed=turn_seed,
-            )
+            editor.check_settings(options.sampler, seed=turn_seed)
     return planned, editor, judge
 
 
@@ -483,13 +440,14 @@ def edit(
     image: Image.Image | str | Path,
     *instructions: str,
     engine: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     model: str | Path | Editor | None = None,
-    steps: int = DEFAULT_STEPS,
-    guidance: float = DEFAULT_GUIDANCE,
-    image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-    size: int = DEFAULT_SIZE,
-    scheduler: str = DEFAULT_SCHEDULER,
+    settings: SamplerSettings | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    image_guidance: float | None = None,
+    size: int | None = None,
+    scheduler: str | None = None,
     low_memory: bool = False,
     progress: bool = False,
     judge: bool = False,
@@ -500,15 +458,27 @@ def edit(
     """Edit a PIL image (or an image file) with one or more instructions, each on the last result.
 
     Diffusion turns use ``model`` (a folder, a hub id or a loaded :class:`~pbmlx.editor.Editor`;
-    default: :func:`find_model`) with the sampler settings given. With ``judge``, ``best_of``
+    default: :func:`find_model`) with the sampler settings ``settings`` (a
+    :class:`~pbmlx.diffuse.settings.SamplerSettings`; default: 20 steps, guidance 7.5, image
+    guidance 1.5, size 512, euler_a), each of the keywords ``steps``, ``guidance``,
+    ``image_guidance``, ``size`` and ``scheduler`` that is given (not None) replacing its field.
+    ``seed`` is the run's base seed: turn k uses ``seed + k`` (grain, the editor's noise);
+    None: ``settings.seed`` (0 by default). With ``judge``, ``best_of``
     or ``min_score`` every turn is judged, and with the latter two diffusion turns may take
     several seeds (see :class:`JudgeOptions`; ``judge_model`` is the judge's CLIP);
     ``result.verdict`` is the last judged turn's verdict. Returns an :class:`EditResult`
     whose ``image`` is a new 8-bit RGB (or RGBA) PIL image; the input is never modified.
     """
-    options = EditorOptions(
-        model, steps, guidance, image_guidance, size, scheduler, low_memory, progress
+    sampler = resolve(
+        settings,
+        steps=steps,
+        guidance=guidance,
+        image_guidance=image_guidance,
+        size=size,
+        scheduler=scheduler,
     )
+    seed = sampler.seed if seed is None else seed
+    options = EditorOptions(model, sampler, low_memory, progress)
     judging = None
     if judge or best_of is not None or min_score is not None:
         judging = JudgeOptions(best_of, min_score, judge_model)
@@ -519,7 +489,7 @@ def edit(
         photo = read_image(image)
         rgb, alpha = photo.rgb, photo.alpha
     elif isinstance(image, Image.Image):
-        rgb, alpha = _pil_to_float(image)
+        rgb, alpha = pixels.to_unit_rgb(image)
     else:
         raise PbmlxError(f"edit() takes a PIL image or a path, not {type(image).__name__}")
     t_load = time.perf_counter()
@@ -528,7 +498,7 @@ def edit(
     alpha, _ = _follow_geometry(turns, alpha)
     t_edit = time.perf_counter()
     seconds = {"load": t_load - t0, "edit": t_edit - t_load, "total": t_edit - t0}
-    return EditResult(_float_to_pil(out, alpha), turns, seed, seconds, _peak_memory(turns))
+    return EditResult(pixels.to_pil(out, alpha), turns, seed, seconds, _peak_memory(turns))
 
 
 def edit_file(
@@ -537,7 +507,7 @@ def edit_file(
     *,
     output: str | Path | None = None,
     engine: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     options: EditorOptions | None = None,
@@ -549,11 +519,13 @@ def edit_file(
     ``quality``: 1-100 for JPEG, WebP and HEIF output; ``None`` keeps a JPEG input's own
     quality and chroma subsampling (see :func:`pbmlx.save.write_image`).
 
+    ``seed``: the run's base seed (turn k uses ``seed + k``); None: ``options.sampler.seed``.
     Plans every instruction, loads the editor if a turn needs it (``options``) and the judge
     if ``judging``, and checks the output path before reading pixels; never writes over the
     input, never overwrites an existing file unless ``overwrite``.
     """
     options = options or EditorOptions()
+    seed = options.sampler.seed if seed is None else seed
     t0 = time.perf_counter()
     planned, editor, judge = _prepare(instructions, engine, options, seed, judging)
     input = Path(input)
@@ -579,221 +551,5 @@ def edit_file(
         "save": t_save - t_edit,
         "total": t_save - t0,
     }
-    result = EditResult(_float_to_pil(rgb, alpha), turns, seed, seconds, _peak_memory(turns))
+    result = EditResult(pixels.to_pil(rgb, alpha), turns, seed, seconds, _peak_memory(turns))
     return result, written
-
-
-def main(args: argparse.Namespace) -> int:
-    judged = args.judge or args.best_of is not None or args.min_score is not None
-    if args.judge_model is not None and not judged:
-        raise PbmlxError(
-            "--judge-model is the judge's CLIP: use it with --judge, --best-of or --min-score"
-        )
-    if args.dry_run:
-        for p, engine in plan_turns(args.instructions, args.engine, need_editor=False):
-            if args.json:
-                print(json.dumps(p.to_dict()))
-            else:
-                ops = ", ".join(f"{o['op']} {o['amount']:+g}" for o in p.ops) or "-"
-                print(f"{p.instruction!r}: {engine}: {ops} ({p.reason})")
-        return 0
-    result, written = edit_file(
-        args.input,
-        args.instructions,
-        output=args.output,
-        engine=args.engine,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        max_pixels=args.max_pixels,
-        options=EditorOptions(
-            model=args.model,
-            steps=args.steps,
-            guidance=args.guidance,
-            image_guidance=args.image_guidance,
-            size=args.size,
-            scheduler=args.scheduler,
-            low_memory=args.low_memory,
-            progress=True,
-        ),
-        judging=JudgeOptions(args.best_of, args.min_score, args.judge_model) if judged else None,
-        quality=args.quality,
-    )
-    if args.json:
-        print(json.dumps({"input": str(args.input), "output": str(written), **result.to_dict()}))
-    else:
-        for t in result.turns:
-            if t.editor is not None:
-                e = t.editor
-                steps = f"{e.steps} step{'s' if e.steps != 1 else ''}"
-                what = f"{e.model}, {steps} {e.scheduler}, seed {e.seed}"
-            else:
-                what = ", ".join(f"{o['op']} {o['amount']:+g}" for o in t.plan.ops)
-            sys.stderr.write(
-                f"{t.plan.instruction!r}: {t.engine} [{what}] {t.seconds * 1000:.0f} ms\n"
-            )
-            if t.judge is not None:
-                sys.stderr.write(f"  judge: {_judge_line(t.judge)}\n")
-        print(written)
-    return 0
-
-
-def _judge_line(choice: Any) -> str:
-    """One line on a judged turn: the kept attempt's scores and how it was chosen."""
-    from pbmlx.judge.verdict import CRITERIA
-
-    v = choice.verdict
-
-    def fmt(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.2f}"
-
-    scores = ", ".join(f"{c} {fmt(getattr(v, c))}" for c in CRITERIA)
-    if v.overall is not None:
-        head = f"overall {v.overall:.2f} ({'accepted' if v.accepted else 'not accepted'})"
-    else:
-        head = f"overall n/a (partial {fmt(v.details.get('partial_overall'))})"
-    n = len(choice.attempts)
-    tail = ""
-    if n > 1:
-        others = ", ".join(fmt(a.verdict.rank_score) for a in choice.attempts)
-        tail = f"; kept attempt {choice.index + 1} of {n}, seed {choice.attempt.seed} [{others}]"
-    if choice.min_score is not None and not choice.reached_min_score:
-        tail += f"; none reached --min-score {choice.min_score:g}"
-    return f"{head}: {scores}{tail}"
-
-
-def _quality(text: str) -> int:
-    """argparse type of --quality: a whole number from 1 to 100."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {text!r}")
-    return value
-
-
-def add_parser(sub, parents) -> None:
-    from pbmlx.judge.command import at_least_one, unit_interval
-
-    p = sub.add_parser(
-        "edit",
-        parents=parents,
-        help="edit a photo with plain-language instructions",
-        description="Edit INPUT with one or more INSTRUCTIONs; each applies to the previous result.",
-    )
-    p.add_argument("input", metavar="INPUT", help="the photo to edit (never modified)")
-    p.add_argument(
-        "instructions", metavar="INSTRUCTION", nargs="+", help='e.g. "brighten this picture"'
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT",
-        help="output path (default beside INPUT: <stem>.edited.<ext>, or <name>.edited.png "
-        "for a format pbmlx does not write, e.g. cat.gif -> cat.gif.edited.png)",
-    )
-    p.add_argument(
-        "--quality",
-        type=_quality,
-        metavar="Q",
-        help="JPEG (and WebP, HEIC) quality, 1-100 (default: a JPEG input's own quality and "
-        "chroma subsampling; other inputs 90 with 4:2:0 for JPEG, 95 for WebP and HEIC)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="auto",
-        help="force a route (default: the planner decides); coreml: every instruction to "
-        "the editor, run by the Core ML bundle given as --model (macOS)",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed for grain and the editor's noise (default 0)"
-    )
-    p.add_argument(
-        "--model",
-        metavar="DIR_OR_ID",
-        help=f"editor model for generative edits: a model folder or a Hugging Face hub id "
-        f'(default: ${MODEL_ENV}, else "model" in {DEFAULT_CONFIG} or ${CONFIG_ENV})',
-    )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=DEFAULT_STEPS,
-        metavar="N",
-        help=f"denoising steps (default {DEFAULT_STEPS})",
-    )
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=DEFAULT_GUIDANCE,
-        metavar="F",
-        help=f"how strongly to follow the instruction (default {DEFAULT_GUIDANCE})",
-    )
-    p.add_argument(
-        "--image-guidance",
-        type=float,
-        default=DEFAULT_IMAGE_GUIDANCE,
-        metavar="F",
-        help=f"how strongly to stay with the photo (default {DEFAULT_IMAGE_GUIDANCE})",
-    )
-    p.add_argument(
-        "--size",
-        type=int,
-        default=DEFAULT_SIZE,
-        metavar="N",
-        help=f"working size of the editor: longest side in pixels (default {DEFAULT_SIZE}); "
-        "the result is brought back to the photo's own size",
-    )
-    p.add_argument(
-        "--scheduler",
-        choices=tuple(SCHEDULERS),
-        default=DEFAULT_SCHEDULER,
-        help=f"sampler (default {DEFAULT_SCHEDULER}: Euler-Ancestral)",
-    )
-    p.add_argument(
-        "--low-memory",
-        action="store_true",
-        help="free the text encoder after encoding and decode in tiles",
-    )
-    p.add_argument(
-        "--judge",
-        action="store_true",
-        help="score every turn with the local judge (Pico-Banana rubric); one attempt each",
-    )
-    p.add_argument(
-        "--best-of",
-        type=at_least_one,
-        metavar="N",
-        help="judge the edit; generative turns try N seeds (--seed, --seed+1, ...) and keep "
-        "the best verdict",
-    )
-    p.add_argument(
-        "--min-score",
-        type=unit_interval,
-        metavar="S",
-        help="judge the edit; generative turns retry with new seeds until the overall score "
-        "reaches S (up to --best-of, default 3 attempts)",
-    )
-    p.add_argument(
-        "--judge-model",
-        metavar="CLIP_DIR_OR_ID",
-        help="the judge's CLIP for generative edits (default: openai/clip-vit-base-patch32 "
-        "if cached; without it they are ranked on a partial score)",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the plan only; read and write nothing"
-    )
-    p.add_argument(
-        "--json", action="store_true", help="print JSON (with --dry-run: one plan per line)"
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace OUT if it exists (never INPUT)"
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images with more pixels (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})",
-    )
-    p.set_defaults(func=main)

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
 from pbmlx.errors import PbmlxError
+from pbmlx.pixels import codes_to_unit
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above every current camera but the largest backs
 HEIC_INSTALL_HINT = 'pip install "pbmlx[heic]"'
@@ -121,7 +122,7 @@ class Photo:
         """float32 (H, W, 3) in [0, 1], encoded in icc_profile's space (sRGB if None)."""
         if self.float_rgb is None:
             assert self.codes is not None
-            self.float_rgb = np.divide(self.codes, np.float32(255.0), dtype=np.float32)
+            self.float_rgb = codes_to_unit(self.codes)
         return self.float_rgb
 
     @property
@@ -338,10 +339,8 @@ def _decode(f: io.BufferedReader, path: Path, formats: list[str], max_pixels: in
         alpha = None if alpha is None else _orient(alpha, orientation)
         dpi = _dpi(im.info.get("dpi"), swap=orientation in (5, 6, 7, 8))
 
-    # Divided (correctly rounded), not multiplied by 1 / maxval: the same float32 numbers as the
-    # kernels' code / 255 and numpy's codes / 255.0 (the reciprocal differs by 1 ulp for half of
-    # the codes).
-    scale = np.float32(maxval)
+    # codes_to_unit divides (correctly rounded): the same float32 numbers as the kernels'
+    # code / 255.
     codes = rgb = None
     if values.dtype == np.uint8 and values.ndim == 3:
         codes = np.ascontiguousarray(values)  # rgb is made from these when first asked for
@@ -349,11 +348,11 @@ def _decode(f: io.BufferedReader, path: Path, formats: list[str], max_pixels: in
         if values.ndim == 2:  # grey: one channel, shared by R, G and B
             values = values[..., None]
         rgb = np.empty((*values.shape[:2], 3), np.float32)
-        np.divide(values, scale, out=rgb, casting="unsafe")  # broadcasts a grey channel to 3
+        codes_to_unit(values, maxval, out=rgb)  # broadcasts a grey channel to 3
     return Photo(
         float_rgb=rgb,
         codes=codes,
-        alpha=None if alpha is None else np.divide(alpha, scale, dtype=np.float32),
+        alpha=None if alpha is None else codes_to_unit(alpha, maxval),
         exif=exif,
         icc_profile=icc,
         format=fmt,

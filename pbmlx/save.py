@@ -53,6 +53,7 @@ from PIL import Image, PngImagePlugin, TiffImagePlugin, TiffTags
 
 from pbmlx.errors import PbmlxError
 from pbmlx.load import XMP_TAG, Photo, ensure_heif_support, ijg_quant_tables
+from pbmlx.pixels import as_unit, unit_to_codes
 
 WRITE_FORMATS = {
     ".jpg": "JPEG",
@@ -215,20 +216,6 @@ def _is_same_file(a: Path, b: Path) -> bool:
 # --- encoding ------------------------------------------------------------------------------------
 
 
-def _quantise(x: np.ndarray, maxval: int) -> np.ndarray:
-    """round(clip(x, 0, 1) * maxval) as uint8 / uint16 (rounding, not truncation); 8-bit codes
-    (uint8 ``x``) are already that for ``maxval`` 255."""
-    if x.dtype == np.uint8:
-        if maxval == 255:
-            return x
-        x = x / np.float32(255.0)
-    dtype = np.uint16 if maxval > 255 else np.uint8
-    y = np.clip(x, 0.0, 1.0)  # a new array: the in-place steps below keep memory at one copy
-    y *= maxval
-    np.rint(y, out=y)
-    return y.astype(dtype)
-
-
 def _encode(
     photo: Photo,
     rgb: np.ndarray,
@@ -242,7 +229,7 @@ def _encode(
     notes = [] if notes is None else notes
     if fmt == "JPEG" and alpha is not None:
         if (alpha < 1).any():  # flatten onto white (JPEG has no alpha)
-            rgb = rgb / np.float32(255.0) if rgb.dtype == np.uint8 else rgb
+            rgb = as_unit(rgb) if rgb.dtype == np.uint8 else rgb
             a = alpha[..., None]
             rgb = rgb * a + (1.0 - a)
             notes.append(
@@ -262,7 +249,7 @@ def _encode(
         notes.append(f"the input's PNG text ({keys}) was dropped: only PNG output holds it.")
     sixteen = photo.bit_depth == 16 and fmt in ("PNG", "TIFF")
     maxval = 65535 if sixteen else 255
-    samples = _quantise(rgb, maxval)
+    samples = unit_to_codes(rgb, maxval)  # rint(clip(x, 0, 1) * maxval); codes stay codes
     gray = (
         photo.gray
         and not (sixteen and fmt == "TIFF" and alpha is not None)  # PIL can't read that back
@@ -272,7 +259,7 @@ def _encode(
     if gray:
         samples = samples[..., :1]
     if alpha is not None:
-        samples = np.concatenate([samples, _quantise(alpha, maxval)[..., None]], axis=-1)
+        samples = np.concatenate([samples, unit_to_codes(alpha, maxval)[..., None]], axis=-1)
     icc = photo.icc_profile
     if icc is not None and icc[16:20] != (b"GRAY" if gray else b"RGB "):
         icc = None  # e.g. a grey input's GRAY profile cannot describe colour output

@@ -41,6 +41,7 @@ from pbmlx.diffuse.pipeline import (
     guide,
     tile_starts,
 )
+from pbmlx.diffuse.settings import SamplerSettings
 from pbmlx.editor import Editor
 from pbmlx.errors import PbmlxError
 
@@ -187,8 +188,9 @@ def test_the_key_is_split_into_a_start_key_and_step_keys(editor, scheduler):
     step_noise = [mx.random.normal(shape, key=k) for k in mx.random.split(steps_key, 2)]
     noise = InjectedNoise(mx.random.normal(shape, key=start), step_noise)
 
-    *_, by_key = p.denoise(text, z, steps=2, scheduler=scheduler, key=key)
-    *_, by_hand = p.denoise(text, z, steps=2, scheduler=scheduler, noise=noise)
+    settings = SamplerSettings(steps=2, scheduler=scheduler)
+    *_, by_key = p.denoise(text, z, settings, key=key)
+    *_, by_hand = p.denoise(text, z, settings, noise=noise)
     assert np.array_equal(np.array(by_key), np.array(by_hand))
 
 

@@ -57,6 +57,24 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def folder(workdir, tmp_path) -> Path:
+    """A fresh copy of ``workdir`` for one block, so that no block sees the files another wrote
+    (the Python block saves ``photo.edited.jpg``, the default output of the first command
+    block's edit, which would then refuse to overwrite it). Model folders are linked, not
+    copied."""
+    root = tmp_path / "readme"
+    root.mkdir()
+    for entry in workdir.iterdir():
+        if entry.is_dir() and entry.name != "tests":
+            (root / entry.name).symlink_to(entry, target_is_directory=True)
+        elif entry.is_dir():
+            shutil.copytree(entry, root / entry.name)
+        else:
+            shutil.copy2(entry, root / entry.name)
+    return root
+
+
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         args, capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL, timeout=900
@@ -85,8 +103,8 @@ def test_every_block_runs_or_says_why() -> None:
 @pytest.mark.parametrize(
     "block", [b for b in blocks() if b[1] == "python" and not b[3]], ids=lambda b: f"line{b[0]}"
 )
-def test_python_block(block, workdir) -> None:
-    r = run([sys.executable, "-c", block[2]], workdir)
+def test_python_block(block, folder) -> None:
+    r = run([sys.executable, "-c", block[2]], folder)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -105,10 +123,10 @@ def _commands(text: str) -> list[tuple[str, list[str]]]:
     [b for b in blocks() if b[2].lstrip().startswith("$ ") and not b[3]],
     ids=lambda b: f"line{b[0]}",
 )
-def test_shown_output_is_what_pbmlx_prints(block, workdir) -> None:
+def test_shown_output_is_what_pbmlx_prints(block, folder) -> None:
     for command, shown in _commands(block[2]):
         assert command.startswith("pbmlx "), command
-        r = run(pbmlx_argv(command), workdir)
+        r = run(pbmlx_argv(command), folder)
         assert r.returncode == 0, (command, r.stderr[-2000:])
         printed = [x for x in r.stdout.splitlines() if x.strip()]
         assert printed == [x for x in shown if x.strip()], (command, printed)
@@ -124,8 +142,8 @@ def test_shown_output_is_what_pbmlx_prints(block, workdir) -> None:
     ],
     ids=lambda b: f"line{b[0]}",
 )  # fmt: skip
-def test_command_block(block, workdir) -> None:
+def test_command_block(block, folder) -> None:
     for line in block[2].splitlines():
         if line.startswith("pbmlx "):
-            r = run(pbmlx_argv(line), workdir)
+            r = run(pbmlx_argv(line), folder)
             assert r.returncode == 0, (line, r.stderr[-2000:])

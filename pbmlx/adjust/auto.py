@@ -46,6 +46,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from pbmlx.pixels import as_unit
+
 AUTO_OPS = frozenset({"auto_exposure", "auto_white_balance", "denoise", "dehaze"})
 LUMA = (0.299, 0.587, 0.114)
 LINEAR_LUMINANCE = (0.2126, 0.7152, 0.0722)
@@ -65,13 +67,6 @@ DEHAZE_EPS = 1e-3
 DEHAZE_T0 = 0.1
 DEHAZE_TOP = 0.001  # fraction of the haziest pixels that give the atmospheric light
 DEHAZE_MIN_A = 0.05
-
-
-def as_float(img: np.ndarray) -> np.ndarray:
-    """float32 values in [0, 1]: codes / 255, floats as they are."""
-    if img.dtype == np.uint8:
-        return np.divide(img, np.float32(255.0), dtype=np.float32)
-    return np.asarray(img, dtype=np.float32)
 
 
 def luma(x: np.ndarray) -> np.ndarray:
@@ -108,7 +103,7 @@ def _per_channel_curve(img: np.ndarray, curve) -> np.ndarray:
 
 def exposure_params(img: np.ndarray, strength: float) -> tuple[float, float, float]:
     """``(lo_s, hi_s, p_s)`` of :func:`auto_exposure` (module docstring)."""
-    lum = luma(as_float(stats_sample(img)).astype(np.float64))
+    lum = luma(as_unit(stats_sample(img)).astype(np.float64))
     lo, hi = np.percentile(lum, [EXPOSURE_LOW, EXPOSURE_HIGH])
     if hi - lo < 1.0 / 255.0:
         lo, hi = 0.0, 1.0
@@ -129,7 +124,7 @@ def auto_exposure(img: np.ndarray, strength: float) -> np.ndarray:
 
 def white_balance_gains(img: np.ndarray, strength: float) -> np.ndarray:
     """The linear-light channel gains (float64, 3) of :func:`auto_white_balance`."""
-    x = as_float(stats_sample(img)).reshape(-1, 3).astype(np.float64)
+    x = as_unit(stats_sample(img)).reshape(-1, 3).astype(np.float64)
     used = (x.max(axis=1) <= WB_CLIPPED) & (luma(x) >= WB_DARK)
     if used.sum() >= 0.01 * len(x):
         x = x[used]
@@ -203,7 +198,7 @@ def guided_coefficients(
 
 def noise_sigma(img: np.ndarray) -> float:
     """Immerkær's estimate of the noise standard deviation of the luma (module docstring)."""
-    lum = luma(as_float(img)).astype(np.float64)
+    lum = luma(as_unit(img)).astype(np.float64)
     h, w = lum.shape
     if h < 3 or w < 3:
         return 0.0
@@ -221,7 +216,7 @@ def noise_sigma(img: np.ndarray) -> float:
 
 def denoise(img: np.ndarray, strength: float) -> np.ndarray:
     """Self-guided filter per channel, its ``eps`` from the estimated noise (module docstring)."""
-    x = as_float(img)
+    x = as_unit(img)
     eps = (DENOISE_K * float(strength) * noise_sigma(img)) ** 2
     if eps <= 0.0:
         return x.copy()
@@ -253,7 +248,7 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int], resample: int) -> np
 def dehaze_params(img: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
     """``(A, t)``: the atmospheric light (float64, 3) and the full-size transmission
     (float32 (H, W)) of :func:`dehaze` (module docstring)."""
-    x = as_float(img)
+    x = as_unit(img)
     h, w = x.shape[:2]
     f = DEHAZE_WORK_SIDE / max(h, w)
     if f < 1.0:
@@ -280,7 +275,7 @@ def dehaze_params(img: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndar
 
 def dehaze(img: np.ndarray, strength: float) -> np.ndarray:
     """Dark-channel-prior dehazing (module docstring)."""
-    x = as_float(img)
+    x = as_unit(img)
     atmosphere, t = dehaze_params(img, strength)
     a = atmosphere.astype(np.float32)
     return np.clip((x - a) / t[..., None] + a, 0.0, 1.0)

@@ -1,12 +1,12 @@
 """Pico-Banana-400K readers: its record files, streamed, with their images found locally.
 
-A DATA folder holds ``sft.jsonl``, ``preference.jsonl`` and ``multi-turn.jsonl`` (format notes:
-``../shared/reference/pico-banana-400k.md``) and the edited images at the records' relative
-paths (``images/positive-edit/1.png``, ...). Source photos come from a record's
-``local_input_image`` (absolute, or relative to DATA: what the dataset's own Open Images mapping
-script adds), else from ``sources=DIR``, a local Open Images copy (``DIR/<ImageID>.jpg`` or
-``DIR/<folder>/<ImageID>.jpg``, the ImageID looked up from the record's URL in
-``train-images-boxable-with-rotation.csv``), else from a file named after the URL
+A DATA folder holds ``sft.jsonl``, ``preference.jsonl`` and ``multi-turn.jsonl`` (the formats of
+the dataset's public release and its paper, "Pico-Banana-400K", arXiv 2510.19808) and the edited
+images at the records' relative paths (``images/positive-edit/1.png``, ...). Source photos come
+from a record's ``local_input_image`` (absolute, or relative to DATA: what the dataset's own Open
+Images mapping script adds), else from ``sources=DIR``, a local Open Images copy
+(``DIR/<ImageID>.jpg`` or ``DIR/<folder>/<ImageID>.jpg``, the ImageID looked up from the
+record's URL in ``train-images-boxable-with-rotation.csv``), else from a file named after the URL
 (:mod:`pbmlx.data.sources`). Nothing is downloaded.
 
 - :func:`read_sft`, :func:`read_preference` -> :class:`EditRecord` (paths, not pixels: load them

@@ -2,7 +2,8 @@
 
 The canonical names are the release's ``edit_type`` strings (``sft.jsonl`` writes e.g.
 ``"Remove an existing object"`` and ``"Change overall color tone (warm ↔ cool)"``); the groups
-are those of the paper (``../shared/reference/pico-banana-400k.md``).
+are those of the paper ("Pico-Banana-400K: A Large-Scale Dataset for Text-Guided Image Editing",
+arXiv 2510.19808).
 
 Matching a name (:func:`canonical_edit_type`), on :func:`edit_type_key` forms (lower case, ASCII
 letters and digits, single spaces), first rule that gives exactly one type:

@@ -1,4 +1,5 @@
-"""The diffusion stage: InstructPix2Pix sampling in MLX (schedulers here; the pipeline beside them)."""
+"""The diffusion stage: InstructPix2Pix sampling in MLX (schedulers and the sampler's settings
+here; the pipeline beside them)."""
 
 from pbmlx.diffuse.schedulers import (
     DEFAULT_SCHEDULER,
@@ -10,6 +11,7 @@ from pbmlx.diffuse.schedulers import (
     SchedulerConfig,
     make_scheduler,
 )
+from pbmlx.diffuse.settings import SamplerSettings
 
 __all__ = [
     "DEFAULT_SCHEDULER",
@@ -17,6 +19,7 @@ __all__ = [
     "DDIMScheduler",
     "EulerAncestralScheduler",
     "EulerScheduler",
+    "SamplerSettings",
     "Scheduler",
     "SchedulerConfig",
     "make_scheduler",

@@ -33,6 +33,7 @@ import mlx.core as mx
 import numpy as np
 
 from pbmlx.errors import PbmlxError
+from pbmlx.pixels import model_to_unit, unit_to_model
 
 MANIFEST = "pbmlx-coreml.json"
 FORMAT = "pbmlx-coreml-instruct-pix2pix"
@@ -156,14 +157,15 @@ class CoreMLVAE:
         self.decoder = SimpleNamespace(conv_in=_FLOAT32_LAYER)
 
     def encode(self, image: mx.array) -> _Latents:
-        pixels = (_nchw(image) + 1.0) / 2.0  # the package takes [0, 1]
+        # The package takes [0, 1]: undo the pipeline's to_model_input exactly (no clipping).
+        pixels = model_to_unit(_nchw(image), clip=False)
         out = self.encoder_package.predict({"image": pixels})["image_latents"]
         return _Latents(_nhwc(out))
 
     def decode(self, z: mx.array) -> mx.array:
         latents = _nchw(z) * self.config.scaling_factor  # the package divides by it itself
         pixels = self.decoder_package.predict({"latents": latents})["image"]
-        return _nhwc(pixels) * 2.0 - 1.0  # the pipeline maps [-1, 1] back to [0, 1]
+        return _nhwc(unit_to_model(pixels))  # the pipeline maps [-1, 1] back to [0, 1]
 
 
 class CoreMLUNet:

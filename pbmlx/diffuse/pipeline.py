@@ -32,7 +32,6 @@ diffusers run inject its initial latents and its per-step draws in order.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,14 @@ import mlx.core as mx
 import numpy as np
 
 from pbmlx.diffuse.schedulers import DEFAULT_SCHEDULER, Scheduler, make_scheduler
+from pbmlx.diffuse.settings import (  # noqa: F401  (the defaults are importable from here too)
+    DEFAULT_GUIDANCE,
+    DEFAULT_IMAGE_GUIDANCE,
+    DEFAULT_STEPS,
+    SamplerSettings,
+    check_guidance,
+    resolve,
+)
 from pbmlx.errors import PbmlxError
 from pbmlx.kernels.guidance import guided_step
 from pbmlx.kernels.image_io import from_model_output, to_model_input
@@ -49,9 +56,6 @@ from pbmlx.models.tokenizer import CLIPTokenizer
 from pbmlx.models.unet import UNet2DConditionModel
 from pbmlx.models.vae import AutoencoderKL
 
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 7.5  # s_txt: how strongly the edit follows the instruction
-DEFAULT_IMAGE_GUIDANCE = 1.5  # s_img: how strongly the result stays with the input image
 STAGES = ("text_encode", "image_encode", "denoise", "decode")
 # Low-memory decoding: tiles of DECODE_TILE latents per side (256 px for SD's 8x VAE) that
 # overlap by DECODE_OVERLAP latents (128 px), blended with linear ramps across the overlap. A
@@ -182,15 +186,6 @@ def decode_in_tiles(
     return mx.array(total / weight)
 
 
-def check_guidance(name: str, value: float) -> float:
-    """``value`` as a float, or :class:`PbmlxError` unless it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PbmlxError(f"{name} {value!r} must be a finite number.")
-    if value < 0:
-        raise PbmlxError(f"{name} {value!r} must be >= 0.")
-    return float(value)
-
-
 class InstructPix2PixPipeline:
     """The three networks, the tokenizer and the scheduler config of one InstructPix2Pix model.
 
@@ -299,25 +294,23 @@ class InstructPix2PixPipeline:
         self,
         text_states: mx.array,
         image_latents: mx.array,
+        settings: SamplerSettings | None = None,
         *,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-        scheduler: str = DEFAULT_SCHEDULER,
         key: mx.array | None = None,
         noise: InjectedNoise | None = None,
     ) -> Iterator[mx.array]:
         """The step loop: yields the latents ``(1, h, w, C)`` (float32, lazy) after each step.
 
         ``text_states`` from :meth:`encode_prompt`; ``image_latents`` ``(1, h, w, C)`` from
-        :meth:`encode_image`. Randomness from exactly one of ``key`` (an ``mx.random`` key,
-        split into a start key and one key per step) or ``noise``. The caller should
-        ``mx.eval`` each yielded array before asking for the next (the graph otherwise grows
-        with every step).
+        :meth:`encode_image`; ``settings.steps``, ``guidance``, ``image_guidance`` and
+        ``scheduler`` (default ``SamplerSettings()``; its ``seed`` and ``size`` are not used
+        here). Randomness from exactly one of ``key`` (an ``mx.random`` key, split into a start
+        key and one key per step) or ``noise``. The caller should ``mx.eval`` each yielded array
+        before asking for the next (the graph otherwise grows with every step).
         """
-        guidance = check_guidance("Guidance", guidance)
-        image_guidance = check_guidance("Image guidance", image_guidance)
-        sched = self.scheduler(scheduler, steps)
+        settings = settings if settings is not None else SamplerSettings()
+        steps = settings.steps
+        sched = self.scheduler(settings.scheduler, steps)
         if (key is None) == (noise is None):
             raise ValueError("denoise() needs exactly one of key= or noise=")
         batch, h, w, channels = image_latents.shape
@@ -349,7 +342,14 @@ class InstructPix2PixPipeline:
             elif sched.stochastic:
                 step_key = step_keys[i]
             x = guided_step(
-                eps3, x, sched, i, guidance, image_guidance, noise=step_noise, key=step_key
+                eps3,
+                x,
+                sched,
+                i,
+                settings.guidance,
+                settings.image_guidance,
+                noise=step_noise,
+                key=step_key,
             )
             yield x
 
@@ -388,11 +388,12 @@ class InstructPix2PixPipeline:
         image: np.ndarray | mx.array,
         instruction: str,
         *,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        image_guidance: float = DEFAULT_IMAGE_GUIDANCE,
-        scheduler: str = DEFAULT_SCHEDULER,
-        seed: int | None = 0,
+        settings: SamplerSettings | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        image_guidance: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
         key: mx.array | None = None,
         noise: InjectedNoise | None = None,
         progress: Progress | None = None,
@@ -400,10 +401,23 @@ class InstructPix2PixPipeline:
         """Edit ``image`` (``(H, W, 3)`` in [0, 1]; H, W multiples of :attr:`vae_factor`)
         following ``instruction``; returns the edited image at the same size.
 
-        Randomness: ``noise`` if given, else ``key``, else ``mx.random.key(seed)``.
-        ``progress(done, steps)`` is called after each evaluated step. Peak memory is MLX's
-        peak over this call (the counter is reset at its start).
+        Sampler settings: ``settings`` (default ``SamplerSettings()``: 20 steps, guidance 7.5,
+        image guidance 1.5, euler_a, seed 0), with each of the keywords ``steps``,
+        ``guidance``, ``image_guidance``, ``scheduler`` and ``seed`` that is given (not None)
+        in place of its field (:func:`pbmlx.diffuse.settings.resolve`); ``settings.size`` is
+        not used (the image is already at working size). Randomness: ``noise`` if given, else
+        ``key``, else ``mx.random.key(settings.seed)``. ``progress(done, steps)`` is called
+        after each evaluated step. Peak memory is MLX's peak over this call (the counter is
+        reset at its start).
         """
+        settings = resolve(
+            settings,
+            steps=steps,
+            guidance=guidance,
+            image_guidance=image_guidance,
+            scheduler=scheduler,
+            seed=seed,
+        )
         image = mx.array(image) if not isinstance(image, mx.array) else image
         if image.ndim != 3 or image.shape[-1] != 3:
             raise PbmlxError(f"The image to edit must be (H, W, 3), not {tuple(image.shape)}.")
@@ -414,9 +428,7 @@ class InstructPix2PixPipeline:
                 f"The working image is {W}x{H}; its sides must be positive multiples of {f}."
             )
         if noise is None and key is None:
-            if seed is None:
-                raise ValueError("generate() needs seed=, key= or noise=")
-            key = mx.random.key(seed)
+            key = mx.random.key(settings.seed)
         mx.reset_peak_memory()
         seconds: dict[str, float] = {}
 
@@ -435,17 +447,14 @@ class InstructPix2PixPipeline:
         loop = self.denoise(
             text_states,
             image_latents,
-            steps=steps,
-            guidance=guidance,
-            image_guidance=image_guidance,
-            scheduler=scheduler,
+            settings,
             key=None if noise is not None else key,
             noise=noise,
         )
         for i, latents in enumerate(loop):
             mx.eval(latents)
             if progress is not None:
-                progress(i + 1, steps)
+                progress(i + 1, settings.steps)
         t3 = time.perf_counter()
         seconds["denoise"] = t3 - t2
         del text_states

@@ -45,6 +45,7 @@ from pbmlx.models.clip_text import (
 from pbmlx.models.layers import Conv2d, Linear
 from pbmlx.models.tokenizer import CLIPTokenizer
 from pbmlx.models.weights import load_component, read_config
+from pbmlx.pixels import as_unit
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # the judge's small default (151M parameters)
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -327,7 +328,7 @@ def as_image_batch(images: np.ndarray | mx.array) -> np.ndarray:
     if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape:
         raise PbmlxError(f"CLIP expects RGB images of shape (B, H, W, 3), got {x.shape}.")
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
+        return as_unit(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise PbmlxError(f"CLIP expects float images in [0, 1] or uint8, got {x.dtype}.")
     x = x.astype(np.float32, copy=False)

@@ -34,6 +34,7 @@ from PIL import Image
 
 from pbmlx.errors import PbmlxError
 from pbmlx.load import read_image
+from pbmlx.pixels import codes_to_unit, unit_to_codes, unit_to_model
 
 
 @dataclass(frozen=True)
@@ -93,22 +94,22 @@ def _square(rgb: np.ndarray, resolution: int) -> np.ndarray:
     h, w, _ = rgb.shape
     scale = resolution / min(h, w)
     size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    im = Image.fromarray(np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8))
-    im = im.resize(size, Image.Resampling.BICUBIC)
+    im = Image.fromarray(unit_to_codes(rgb)).resize(size, Image.Resampling.BICUBIC)
     left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
     return np.asarray(im.crop((left, top, left + resolution, top + resolution)))
 
 
 def pixels(source: Path, edited: Path, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """The source and the edit as float32 ``(R, R, 3)`` in ``[-1, 1]`` (module docstring)."""
+    """The source and the edit as float32 ``(R, R, 3)`` in ``[-1, 1]`` (module docstring): the
+    squared images' 8-bit codes ``u`` -> ``u / 127.5 - 1`` (:func:`pbmlx.pixels.unit_to_model`)."""
     src = read_image(source).rgb
     out = read_image(edited).rgb
     if out.shape[:2] != src.shape[:2]:
-        im = Image.fromarray(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8))
-        out = np.asarray(im.resize((src.shape[1], src.shape[0]), Image.Resampling.BICUBIC))
-        out = out.astype(np.float32) / 255.0
-    a, b = _square(src, resolution), _square(out, resolution)
-    return a.astype(np.float32) / 127.5 - 1.0, b.astype(np.float32) / 127.5 - 1.0
+        im = Image.fromarray(unit_to_codes(out))
+        out = codes_to_unit(
+            np.asarray(im.resize((src.shape[1], src.shape[0]), Image.Resampling.BICUBIC))
+        )
+    return unit_to_model(_square(src, resolution)), unit_to_model(_square(out, resolution))
 
 
 def _file_key(p: Path) -> str:
