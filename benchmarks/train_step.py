@@ -11,8 +11,8 @@ timbrooks/instruct-pix2pix's configuration (859.5M parameters) with MLX's defaul
 initialisation, float32. Reported per mode: seconds per step (best of ``--steps`` after one
 warm-up step), images per second, MLX's peak memory, and the FLOPs of one image's step
 (3x the UNet's forward FLOPs: the backward pass costs about twice the forward; counted from the
-layer shapes by :func:`unet_forward_flops`, not guessed) with the achieved FLOP/s, and what an
-epoch of Pico-Banana-400K's 257,730 SFT records costs in FLOPs.
+config's layer shapes by :func:`pbmlx.bench.flops.unet_flops`, not guessed) with the achieved
+FLOP/s, and what an epoch of Pico-Banana-400K's 257,730 SFT records costs in FLOPs.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
+from pbmlx.bench.flops import unet_flops
 from pbmlx.models.unet import UNet2DConditionModel, UNetConfig
 from pbmlx.train import objective
 
@@ -42,53 +43,13 @@ from tiny_ip2p import IP2P_UNET_CONFIG, SCHEDULER_CONFIG
 SFT_RECORDS = 257_730
 
 
-def unet_forward_flops(model: UNet2DConditionModel, latent: int, text_len: int = 77) -> float:
-    """Multiply-adds x 2 of one forward pass for one image: every Linear and Conv2d on its input
-    size, plus attention's two products; traced by running the model once on a probe batch with
-    instrumented layers."""
-    total = [0.0]
-    originals = {}
-
-    def count_linear(self, x):
-        total[0] += 2.0 * (x.size // x.shape[-1]) * self.weight.shape[0] * self.weight.shape[1]
-        return originals[type(self)](self, x)
-
-    def count_conv(self, x):
-        y = originals[type(self)](self, x)
-        o, kh, kw, c = self.weight.shape
-        total[0] += 2.0 * (y.size // o) * o * kh * kw * c
-        return y
-
-    from pbmlx.models import layers, unet
-
-    for cls, fn in ((layers.Linear, count_linear), (layers.Conv2d, count_conv)):
-        originals[cls] = cls.__call__
-        cls.__call__ = fn
-    attn_orig = unet.scaled_dot_product_attention
-
-    def count_attention(q, k, v, heads, upcast=False):
-        b, length, d = q.shape
-        total[0] += 2.0 * 2 * b * length * k.shape[1] * d  # q k^T and p v
-        return attn_orig(q, k, v, heads, upcast)
-
-    unet.scaled_dot_product_attention = count_attention
-    try:
-        x = mx.zeros((1, latent, latent, 8))
-        mx.eval(model(x, mx.array([500]), mx.zeros((1, text_len, 768))))
-    finally:
-        for cls, fn in originals.items():
-            cls.__call__ = fn
-        unet.scaled_dot_product_attention = attn_orig
-    return total[0]
-
-
 def run(mode: str, resolution: int, batch: int, steps: int) -> dict:
     from pbmlx.train.loop import apply_lora
 
     latent = resolution // 8
     model = UNet2DConditionModel(UNetConfig.from_dict(IP2P_UNET_CONFIG))
     mx.eval(model.parameters())
-    flops = unet_forward_flops(model, latent) * 3 * batch
+    flops = unet_flops(IP2P_UNET_CONFIG, latent) * 3 * batch
     if mode == "lora":
         apply_lora(model, 8, 1.0, False)
     params = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))

@@ -16,9 +16,10 @@ the same background load. Reported per size: best and median seconds per step of
 ratios ``pbmlx / diffusers`` (< 1: pbmlx is faster) and peak memory:
 
 - pbmlx: ``mx.get_peak_memory()`` over the timed steps (weights included);
-- diffusers: the parameters' bytes plus the largest resident-set growth sampled every 5 ms during
-  a step (PyTorch's CPU allocator returns large blocks to the system, so the growth is its
-  activations); the process's ``ru_maxrss`` (both frameworks together) is in the JSON.
+- diffusers: the parameters' bytes plus the resident-set growth over a step
+  (:class:`pbmlx.bench.memory.PeakRSS`: the kernel's peak, reset at the step's start, or
+  sampled every 5 ms; PyTorch's CPU allocator returns large blocks to the system, so the growth
+  is its activations); the process's ``ru_maxrss`` (both frameworks together) is in the JSON.
 
 diffusers runs with ``torch.set_num_threads(os.cpu_count())`` under ``torch.inference_mode()``,
 with its default attention (``F.scaled_dot_product_attention``). The load average before and
@@ -39,7 +40,6 @@ import platform
 import resource
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +49,7 @@ import mlx.core as mx
 import numpy as np
 
 from pbmlx.backend import backend, blas_info
+from pbmlx.bench.memory import PeakRSS
 from pbmlx.models import load_unet
 
 BATCH = 3  # InstructPix2Pix's dual classifier-free guidance batch
@@ -57,7 +58,6 @@ TIMESTEP = 981  # the first of 20 Euler steps; the value does not change the wor
 VAE_FACTOR = 8  # image pixels per latent
 DEFAULT_SIZES = [256, 512]
 DEFAULT_REPEATS = 2
-RSS_SAMPLE_S = 0.005
 GB = 1e9
 
 
@@ -77,34 +77,6 @@ class Row:
     ref_max_abs: float = 0.0  # the reference output's scale, for max_abs_diff
     pbmlx_peak_gb: float = 0.0
     diffusers_peak_gb: float = 0.0
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self) -> None:
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._stop = threading.Event()
-        self.start_bytes = self.rss()
-        self.peak = self.start_bytes
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_S):
-            self.peak = max(self.peak, self.rss())
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 def timed(fn: Callable[[], object]) -> float:
