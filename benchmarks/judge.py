@@ -66,21 +66,13 @@ def _random_vit_b32(folder: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from tiny_clip import write_tiny_clip
 
-    text = {
-        "hidden_size": 512,
-        "intermediate_size": 2048,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 8,
-    }
-    vision = {
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "image_size": 224,
-        "patch_size": 32,
-    }
-    return write_tiny_clip(folder, text=text, vision=vision, projection_dim=512)
+    from pbmlx.bench.configs import CLIP_B32
+
+    text = {k: v for k, v in CLIP_B32["text_config"].items() if k != "vocab_size"}
+    vision = CLIP_B32["vision_config"]
+    return write_tiny_clip(
+        folder, text=text, vision=vision, projection_dim=CLIP_B32["projection_dim"]
+    )
 
 
 def _time(fn, repeats: int) -> float:

@@ -53,6 +53,7 @@ from pbmlx.kernels.norm import group_norm
 from PIL import Image, ImageEnhance
 
 from pbmlx.adjust import apply_ops
+from pbmlx.bench.runner import alternating
 from pbmlx.diffuse.schedulers import make_scheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -83,20 +84,6 @@ def best_s(fn: Callable[[], object], repeats: int) -> float:
             mx.eval(out)
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def alternating(a: Callable, b: Callable, repeats: int) -> tuple[float, float]:
-    """Best times of ``a`` and ``b`` run in turn (ABAB...), so both see the same load."""
-    a(), b()
-    ta = tb = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a()
-        t1 = time.perf_counter()
-        b()
-        t2 = time.perf_counter()
-        ta, tb = min(ta, t1 - t0), min(tb, t2 - t1)
-    return ta, tb
 
 
 def copy_bandwidth() -> float:

@@ -89,7 +89,7 @@ def _has_json_option(parser: argparse.ArgumentParser, options: list[str]) -> boo
 
 def edit_main(args: argparse.Namespace) -> int:
     """``pbmlx edit``: plan (``--dry-run``) or edit one file (:func:`pbmlx.flow.edit_file`)."""
-    from pbmlx.diffuse.settings import SamplerSettings
+    from pbmlx.diffuse.settings import FIELDS, SamplerSettings
     from pbmlx.flow import EditorOptions, JudgeOptions, edit_file, plan_turns
 
     judged = args.judge or args.best_of is not None or args.min_score is not None
@@ -107,13 +107,8 @@ def edit_main(args: argparse.Namespace) -> int:
         return 0
     # Checked here, before any planning or reading: a bad flag is refused even when no turn
     # needs the editor.
-    sampler = SamplerSettings(
-        steps=args.steps,
-        guidance=args.guidance,
-        image_guidance=args.image_guidance,
-        size=args.size,
-        scheduler=args.scheduler,
-    )
+    # The seed is the run's base seed (edit_file derives each turn's), not the sampler's.
+    sampler = SamplerSettings(**{k: getattr(args, k) for k in FIELDS - {"seed"}})
     result, written = edit_file(
         args.input,
         args.instructions,

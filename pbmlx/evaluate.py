@@ -86,6 +86,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pbmlx.errors import PbmlxError
 from pbmlx.pixels import unit_to_codes
+from pbmlx.save import publish_folder
 
 if TYPE_CHECKING:
     from pbmlx.diffuse.settings import SamplerSettings
@@ -631,14 +632,9 @@ def evaluate(s: EvalSettings, *, progress: bool = True) -> dict:
     options = _editor_options(s)
     sampler = options.sampler
     # The settings reported are the ones in force (the editor's defaults where not given).
-    s = replace(
-        s,
-        steps=sampler.steps,
-        size=sampler.size,
-        guidance=sampler.guidance,
-        image_guidance=sampler.image_guidance,
-        scheduler=sampler.scheduler,
-    )
+    from pbmlx.diffuse.settings import FIELDS
+
+    s = replace(s, **{k: getattr(sampler, k) for k in FIELDS - {"seed"}})
     editor = load_editor(options)
     if editor is not None:
         editor.check_settings(sampler, seed=s.seed)
@@ -653,7 +649,7 @@ def evaluate(s: EvalSettings, *, progress: bool = True) -> dict:
         summary = _run(s, work, sft, multi, editor, judge, clip, progress)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         _write_json(work / "summary.json", summary)
-        _publish(work, out)
+        publish_folder(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -779,18 +775,6 @@ def _nothing_message(s: EvalSettings, reader: dict, skipped: Counter) -> str:
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _publish(work: Path, out: Path) -> None:
-    """Put the finished work folder at ``out``: a rename, with an existing ``out`` (already
-    allowed by ``--overwrite``) moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- charts (PIL: no plotting library needed) ---------------------------------------------------

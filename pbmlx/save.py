@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import struct
 import tempfile
 import zlib
@@ -497,3 +498,17 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def publish_folder(work: Path, out: Path) -> None:
+    """Put a finished work folder (written beside ``out``, same file system) at ``out``: one
+    rename, so a reader sees the old folder or the whole new one, never a partial one. An
+    existing ``out`` (the caller has already allowed replacing it) is moved aside into a fresh
+    hidden folder first and deleted after the rename."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

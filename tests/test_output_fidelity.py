@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 from PIL.JpegPresets import presets
 from skimage import data
+from test_cli import pbmlx  # the same subprocess runner
 
 from pbmlx.errors import PbmlxError
 from pbmlx.load import estimate_jpeg_quality, ijg_quant_tables, read_image
@@ -43,17 +42,6 @@ XMP = (
     b'xmlns:dc="http://purl.org/dc/elements/1.1/" dc:format="image/jpeg"/></rdf:RDF>'
     b'</x:xmpmeta><?xpacket end="w"?>'
 )
-
-
-def pbmlx(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pbmlx", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
 
 
 def jpeg_bytes(rgb: np.ndarray, **options) -> bytes:

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import planner_corpus
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,27 +66,11 @@ OTHER_TYPES = {"negation", "magnitude", "multi-op", "local", "unknown", "preset"
 
 
 def _corpus() -> list[dict]:
-    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return planner_corpus.read(CORPUS)
 
 
 def _mismatch(row: dict) -> str | None:
-    """Why the plan for ``row`` differs from its label, or None."""
-    p = plan(row["instruction"])
-    got = {o["op"]: o["amount"] for o in p.ops}
-    problems = []
-    if p.route != row["route"]:
-        problems.append(f"route {p.route} != {row['route']}")
-    if set(got) != set(row["ops"]):
-        problems.append(f"ops {sorted(got)} != {sorted(row['ops'])}")
-    for name, sign in row["ops"].items():
-        if name in got and sign != "any" and (got[name] > 0) != (sign == "+"):
-            problems.append(f"{name} {got[name]:+g} has the wrong sign")
-    for name, (lo, hi) in row.get("amount", {}).items():
-        if name in got and not lo - 1e-9 <= got[name] <= hi + 1e-9:
-            problems.append(f"{name} {got[name]:+g} not in [{lo}, {hi}]")
-    if not problems:
-        return None
-    return f"{row['instruction']!r}: {'; '.join(problems)} (reason: {p.reason})"
+    return planner_corpus.mismatch(row, tol=1e-9)
 
 
 def test_corpus_is_well_formed_and_covers_the_edit_types():

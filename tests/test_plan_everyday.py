@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import planner_corpus
 import pytest
 
 from pbmlx.adjust.specs import SPECS
@@ -28,30 +29,11 @@ PASS_RATE = 0.95
 
 
 def _corpus() -> list[dict]:
-    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return planner_corpus.read(CORPUS)
 
 
 def _mismatch(row: dict) -> str | None:
-    """Why the plan for ``row`` differs from its label, or None."""
-    p = plan(row["instruction"])
-    got = {o["op"]: o["amount"] for o in p.ops}
-    problems = []
-    if p.route != row["route"]:
-        problems.append(f"route {p.route} != {row['route']}")
-    if set(got) != set(row["ops"]):
-        problems.append(f"ops {sorted(got)} != {sorted(row['ops'])}")
-    for name, sign in row["ops"].items():
-        if name in got and sign != "any" and (got[name] > 0) != (sign == "+"):
-            problems.append(f"{name} {got[name]:+g} has the wrong sign")
-    for name, (lo, hi) in row.get("amount", {}).items():
-        if name in got and not lo - 1e-3 <= got[name] <= hi + 1e-3:
-            problems.append(f"{name} {got[name]:+g} not in [{lo}, {hi}]")
-    for words in row.get("reason", []):
-        if words.lower() not in p.reason.lower():
-            problems.append(f"reason lacks {words!r}")
-    if not problems:
-        return None
-    return f"{row['instruction']!r}: {'; '.join(problems)} (reason: {p.reason})"
+    return planner_corpus.mismatch(row, tol=1e-3)
 
 
 def test_everyday_corpus_is_well_formed():

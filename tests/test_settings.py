@@ -17,6 +17,7 @@ from PIL import Image
 
 import pbmlx  # noqa: F401  (first, so MLX binds OpenBLAS)
 from pbmlx.cli import build_parser, main
+from pbmlx.diffuse import settings
 from pbmlx.diffuse.schedulers import SCHEDULERS
 from pbmlx.diffuse.settings import SamplerSettings, resolve
 from pbmlx.errors import PbmlxError
@@ -39,14 +40,7 @@ def photo(size: tuple[int, int] = (60, 40)) -> Image.Image:
 
 def test_defaults_are_the_cli_defaults():
     args = build_parser().parse_args(["edit", "photo.jpg", "brighten"])
-    cli = SamplerSettings(
-        steps=args.steps,
-        guidance=args.guidance,
-        image_guidance=args.image_guidance,
-        size=args.size,
-        scheduler=args.scheduler,
-        seed=args.seed,
-    )
+    cli = SamplerSettings(**{name: getattr(args, name) for name in settings.FIELDS})
     assert cli == SamplerSettings()
     assert SamplerSettings().to_dict() == {
         "steps": 20,

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from tiny_clip import byte_symbols
 
+from pbmlx.bench.configs import IP2P_UNET
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77  # CLIP's context, as SD pads/truncates prompts
 TOKENIZER_VOCAB_SIZE = 1000  # requested from the BPE trainer (bytes + merges + 2 specials)
@@ -157,36 +159,8 @@ def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 # The full-size UNet: timbrooks/instruct-pix2pix unet/config.json (SD 1.5 with 8 inputs), for the
-# slow parity test and benchmarks/unet_step.py.
-IP2P_UNET_CONFIG = {
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 8,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": [
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ],
-}
+# slow parity test and the benchmarks; one copy, pbmlx bench's (it builds the same network).
+IP2P_UNET_CONFIG: dict[str, Any] = IP2P_UNET
 
 
 # The full-size VAE and text encoder of timbrooks/instruct-pix2pix (SD 1.5's; CLIP ViT-L/14's

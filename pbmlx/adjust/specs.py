@@ -80,50 +80,19 @@ SPECS: dict[str, OpSpec] = {
         ),
         # ---- geometry (the image size may change) ----
         OpSpec(
-            "rotate",
-            -180.0,
-            180.0,
-            90.0,
-            "degrees",
-            "rotate counter-clockwise; multiples of 90 exact, else bilinear on a larger canvas",
+            "rotate", -180.0, 180.0, 90.0, "degrees", "counter-clockwise; 90s exact, else bilinear"
         ),
         OpSpec("flip_horizontal", 0.0, 1.0, 1.0, "switch", "mirror left-right"),
         OpSpec("flip_vertical", 0.0, 1.0, 1.0, "switch", "mirror top-bottom"),
-        OpSpec(
-            "crop_aspect",
-            0.1,
-            10.0,
-            1.0,
-            "ratio",
-            "centre crop to the largest rectangle with width / height = amount",
-        ),
-        OpSpec(
-            "straighten",
-            0.0,
-            1.0,
-            1.0,
-            "switch",
-            "level the horizon (tilts up to 15 degrees), cropped to the original aspect",
-        ),
+        OpSpec("crop_aspect", 0.1, 10.0, 1.0, "ratio", "largest centred width / height = amount"),
+        OpSpec("straighten", 0.0, 1.0, 1.0, "switch", "level the horizon (up to 15 degrees)"),
         OpSpec("scale", 0.05, 8.0, 2.0, "factor", "resample both sides by amount (Lanczos)"),
         OpSpec("resize", 16.0, 16384.0, 2048.0, "pixels", "resample so the long side is amount"),
         # ---- image-adaptive corrections ----
         OpSpec(
-            "auto_exposure",
-            0.0,
-            1.0,
-            1.0,
-            "strength",
-            "levels from the 0.5/99.5 % luma percentiles, gamma to a middle-grey mean",
+            "auto_exposure", 0.0, 1.0, 1.0, "strength", "levels and gamma from luma percentiles"
         ),
-        OpSpec(
-            "auto_white_balance",
-            0.0,
-            1.0,
-            1.0,
-            "strength",
-            "neutralise a colour cast (shades of grey in linear light)",
-        ),
+        OpSpec("auto_white_balance", 0.0, 1.0, 1.0, "strength", "neutralise a colour cast"),
         OpSpec("denoise", 0.0, 1.0, 0.5, "strength", "edge-preserving noise reduction"),
         OpSpec("dehaze", 0.0, 1.0, 0.5, "strength", "remove haze (dark-channel prior)"),
     ]

@@ -11,20 +11,11 @@ import sys
 from pathlib import Path
 
 from pbmlx.bench.configs import VARIANTS
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1")
-    return v
+from pbmlx.judge.command import at_least_one
 
 
 def _size(text: str) -> int:
-    v = _positive(text)
+    v = at_least_one(text)
     if v % 8:
         raise argparse.ArgumentTypeError(f"{text!r} is not a multiple of 8")
     return v
@@ -153,7 +144,7 @@ def add_parser(sub, parents) -> None:
         "--sizes", type=_size, nargs="+", metavar="PX", help="working sizes (default 256 512)"
     )
     p.add_argument(
-        "--steps", type=_positive, nargs="+", metavar="N", help="step counts (default 10 20)"
+        "--steps", type=at_least_one, nargs="+", metavar="N", help="step counts (default 10 20)"
     )
     p.add_argument(
         "--variants",

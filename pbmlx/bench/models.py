@@ -49,6 +49,22 @@ class Built:
     quantized_layers: int = 0
 
 
+def _built(
+    pipeline: Any, t0: float, params: int, model: dict[str, dict[str, Any]], quantized: int
+) -> Built:
+    """:class:`Built` for ``pipeline``, made since ``perf_counter()`` was ``t0`` (MLX's peak
+    memory since its reset: the resident weights)."""
+    return Built(
+        pipeline,
+        time.perf_counter() - t0,
+        int(mx.get_peak_memory()),
+        _dtype_name(pipeline),
+        params,
+        model,
+        quantized,
+    )
+
+
 def byte_level_tokenizer():
     """A CLIP tokenizer with no merges: every UTF-8 byte is a token (ids < 514, inside CLIP's
     vocabulary). Prompts are padded to 77 tokens as always, so the text encoder does the same
@@ -168,15 +184,8 @@ def random_pipeline(variant: str, backend: str, seed: int = 0) -> Built:
     pipeline = _assemble(
         components, byte_level_tokenizer(), configs.IP2P_SCHEDULER, "pbmlx bench (random)"
     )
-    return Built(
-        pipeline,
-        time.perf_counter() - t0,
-        int(mx.get_peak_memory()),
-        _dtype_name(pipeline),
-        params,
-        {"unet": configs.IP2P_UNET, "vae": configs.IP2P_VAE, "text_encoder": configs.IP2P_TEXT},
-        quantized,
-    )
+    model = {"unet": configs.IP2P_UNET, "vae": configs.IP2P_VAE, "text_encoder": configs.IP2P_TEXT}
+    return _built(pipeline, t0, params, model, quantized)
 
 
 def resolve_model(model: str) -> Path:
@@ -215,15 +224,7 @@ def load_model_pipeline(folder: Path, variant: str, backend: str) -> Built:
         "unet": pipeline.unet,
     }
     params, quantized = _finish(components, variant, backend)
-    return Built(
-        pipeline,
-        time.perf_counter() - t0,
-        int(mx.get_peak_memory()),
-        _dtype_name(pipeline),
-        params,
-        model_configs(folder),
-        quantized,
-    )
+    return _built(pipeline, t0, params, model_configs(folder), quantized)
 
 
 def stored_quantization(folder: Path) -> int | None:

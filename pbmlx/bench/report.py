@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pbmlx.errors import PbmlxError
+from pbmlx.save import publish_folder
 
 REPORT = "report.md"
 CHARTS = {
@@ -471,7 +472,7 @@ class Outputs:
             if self.report_dir is not None and self._work is not None:
                 charts = write_charts(doc, self._work)
                 (self._work / REPORT).write_text(format_markdown(doc, charts), encoding="utf-8")
-                _publish(self._work, self.report_dir)
+                publish_folder(self._work, self.report_dir)
                 self._work = None
         except OSError as e:
             self.abort()
@@ -489,15 +490,3 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _publish(work: Path, out: Path) -> None:
-    """Rename the finished ``work`` folder to ``out``; an existing ``out`` (allowed by
-    ``--overwrite``, or empty) is moved aside first and deleted after."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

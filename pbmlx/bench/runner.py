@@ -516,7 +516,7 @@ def edit_summary(
 # ---------------------------------------------------------------------------- adjust, judge
 
 
-def _alternating(a: Callable, b: Callable, repeats: int) -> tuple[float, float]:
+def alternating(a: Callable, b: Callable, repeats: int) -> tuple[float, float]:
     """Best times of ``a`` and ``b`` run in turn (ABAB...) after one warm-up each, so that
     both see the same load."""
     a(), b()
@@ -553,7 +553,7 @@ def adjust_rows(mp: int, repeats: int, seed: int) -> list[StageRow]:
         def ours(plan=plan):
             return apply_ops(codes, list(plan), out_dtype=mx.uint8)
 
-        t_ours, t_pil = _alternating(ours, pil[case], repeats)
+        t_ours, t_pil = alternating(ours, pil[case], repeats)
         label = f"{mp} MP"
         for engine, t, fn in (("pbmlx", t_ours, ours), ("PIL", t_pil, pil[case])):
             rows.append(
