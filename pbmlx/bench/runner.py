@@ -29,10 +29,9 @@ Step counts: a run measures ``k`` steps and every total of ``N`` steps (10 and 2
 max(N)`` steps, so nothing is extrapolated; ``--quick`` measures ``k = 2`` and says so. A
 pbmlx "edit" total excludes loading the model (paid once per process); ``first_edit`` adds it.
 
-On MLX's CPU backend, quantized matmul runs at about 1 GFLOP/s (measured here: ~50x slower
-than float32, so a full-size quantized UNet step takes minutes): quantized variants then
-measure 2 steps at the smallest size, and with ``--quick`` only their text encoder; the
-output says so. float16 is not run on the CPU backend, where pbmlx computes half-precision
+On MLX's CPU backend, quantized layers expand their weights per call into a dense matmul
+(:class:`pbmlx.models.checkpoint.ExpandingQuantizedLinear`), so quantized variants run the
+same stages as float32. float16 is not run on the CPU backend, where pbmlx computes half-precision
 models in float32 (it would repeat the float32 rows).
 
 Each figure is a :class:`StageRow`: seconds, FLOPs counted from the model configs
@@ -72,7 +71,6 @@ INSTRUCTION = "add a red scarf to the dog"  # any generative instruction: the wo
 JUDGE_INSTRUCTION = "add a red ball to the picture"
 WARMUP_SIZE = 64
 QUICK_MEASURED_STEPS = 2
-CPU_QUANT_MEASURED_STEPS = 2
 ADJUST_CASES = (
     ("brightness", ({"op": "brightness", "amount": 0.2},)),
     (
@@ -695,13 +693,8 @@ class Bench:
             for v, why in self._variants():
                 if why:
                     continue
-                cpu_quant = self._slow_quantized(v)
-                n += 1  # load
-                if cpu_quant and plan.quick:
-                    n += 1
-                    continue
-                sizes = 1 if cpu_quant else len(plan.sizes)
-                n += (0 if cpu_quant else 1) + sizes
+                sizes = len(plan.sizes)
+                n += 2 + sizes  # load, warm-up, one edit per size
                 if v == compared and "diffusers" in self.options.compare:
                     n += 1 + sizes * (2 * pairs - 1)
             if self.options.coreml is not None:
@@ -741,12 +734,6 @@ class Bench:
             out.append((v, why))
         return out
 
-    def _slow_quantized(self, variant: str) -> bool:
-        """Whether ``variant`` runs quantized matmuls on MLX's CPU backend (see the module
-        docstring: timed at the smallest size with 2 steps, or its text encoder only)."""
-        quantized = variant in models.QUANT_BITS or self.stored_bits is not None
-        return self.backend == "cpu" and quantized
-
     def _stage(self, row: StageRow) -> StageRow:
         assert self.peak is not None
         self.rows.append(row.finish(self.peak.flops_per_s))
@@ -754,7 +741,6 @@ class Bench:
 
     def run_edits(self, photo: np.ndarray) -> None:
         plan = self.plan
-        cpu_quant_seen = False
         for variant, why in self._variants():
             if why:
                 self.notes.append(f"{variant}: {why}.")
@@ -788,33 +774,11 @@ class Bench:
             from pbmlx.editor import Editor
 
             editor = Editor(built.pipeline, model=self.options.model or models.RANDOM_MODEL)
-            cpu_quant = self._slow_quantized(variant)
-            if cpu_quant:
-                if not cpu_quant_seen:
-                    self.notes.append(
-                        "Quantized variants on the CPU backend: MLX's CPU quantized matmul runs "
-                        "at about 1 GFLOP/s, far below float32; "
-                        + (
-                            "--quick times only their text encoder."
-                            if plan.quick
-                            else f"they are timed at the smallest size with "
-                            f"{CPU_QUANT_MEASURED_STEPS} measured steps."
-                        )
-                    )
-                    cpu_quant_seen = True
-                if plan.quick:
-                    self._text_encoder_only(built, label)
-                    del editor, built
-                    gc.collect()
-                    mx.clear_cache()
-                    continue
-            sizes = plan.sizes[:1] if cpu_quant else plan.sizes
-            measured = CPU_QUANT_MEASURED_STEPS if cpu_quant else plan.measured_steps
-            if not cpu_quant:
-                on = self.progress(f"{label}: warm-up")
-                editor.edit(photo[:256, :256], INSTRUCTION, steps=1, size=WARMUP_SIZE)
-                on(1, 1)
-            for size in sizes:
+            measured = plan.measured_steps
+            on = self.progress(f"{label}: warm-up")
+            editor.edit(photo[:256, :256], INSTRUCTION, steps=1, size=WARMUP_SIZE)
+            on(1, 1)
+            for size in plan.sizes:
                 run = time_editor_edit(
                     editor,
                     photo,
@@ -848,31 +812,6 @@ class Bench:
         if "float32" in planned:
             return "float32"
         return planned[0] if planned else "float32"
-
-    def _text_encoder_only(self, built: models.Built, label: str) -> None:
-        cfg = built.configs
-        on = self.progress(f"{label}: text encoder")
-        pipe = built.pipeline
-        mx.reset_peak_memory()
-        t0 = time.perf_counter()
-        mx.eval(pipe.encode_prompt(INSTRUCTION))
-        seconds = time.perf_counter() - t0
-        on(1, 1)
-        self._stage(
-            StageRow(
-                "edit",
-                "pbmlx",
-                "text_encode",
-                seconds,
-                label,
-                "77 tokens x 2",
-                flops_mod.text_encoder_flops(cfg["text_encoder"], batch=2),
-                peak_memory_bytes=int(mx.get_peak_memory()),
-                memory_method="mlx",
-                note="--quick on the CPU backend: the other stages of quantized variants are "
-                "not timed (see notes)",
-            )
-        )
 
     def _compare_diffusers(self, editor, built, photo, size, first: EditRun, ef) -> None:
         """diffusers' pipeline on the same working image, alternating with pbmlx: pbmlx's run
