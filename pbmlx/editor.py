@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -344,20 +345,15 @@ class Editor:
         instruction: str,
         *,
         settings: SamplerSettings | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        image_guidance: float | None = None,
-        size: int | None = None,
-        seed: int | None = None,
-        scheduler: str | None = None,
         progress: Progress | None = None,
+        **fields: Any,
     ) -> EditorResult:
         """Edit ``image`` following ``instruction``; the result has the input's size.
 
         Sampler settings: ``settings`` (default ``SamplerSettings()``: 20 steps, guidance 7.5,
-        image guidance 1.5, size 512, euler_a, seed 0), with each of the keywords ``steps``,
-        ``guidance``, ``image_guidance``, ``size``, ``seed`` and ``scheduler`` that is given
-        (not None) in its field's place: ``edit(im, text, steps=4)`` and ``edit(im, text,
+        image guidance 1.5, size 512, euler_a, seed 0), with each keyword in ``fields``
+        (``steps``, ``guidance``, ``image_guidance``, ``size``, ``seed``, ``scheduler``; None:
+        not given) in its field's place (another name is a TypeError): ``edit(im, text, steps=4)`` and ``edit(im, text,
         settings=SamplerSettings(steps=4))`` are the same edit.
 
         The model runs at ``fullres.working_size(W, H, longest=size, multiple=8)``; the edit is
@@ -369,15 +365,7 @@ class Editor:
 
         if not isinstance(instruction, str) or not instruction.strip():
             raise PbmlxError("The instruction is empty.")
-        settings = self.check_settings(
-            settings,
-            steps=steps,
-            guidance=guidance,
-            image_guidance=image_guidance,
-            size=size,
-            seed=seed,
-            scheduler=scheduler,
-        )
+        settings = self.check_settings(settings, **fields)
         rgb, alpha = _as_rgb(image)
         H, W, _ = rgb.shape
         multiple = max(WORKING_MULTIPLE, self.pipeline.vae_factor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import planner_corpus
@@ -65,12 +66,8 @@ PICO_BANANA_TYPES = {
 OTHER_TYPES = {"negation", "magnitude", "multi-op", "local", "unknown", "preset"}
 
 
-def _corpus() -> list[dict]:
-    return planner_corpus.read(CORPUS)
-
-
-def _mismatch(row: dict) -> str | None:
-    return planner_corpus.mismatch(row, tol=1e-9)
+_corpus = partial(planner_corpus.read, CORPUS)
+_mismatch = partial(planner_corpus.mismatch, tol=1e-9)
 
 
 def test_corpus_is_well_formed_and_covers_the_edit_types():

@@ -15,6 +15,7 @@ ops: a no-op plan. The set must pass at >= 95%; every row that does not is print
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import planner_corpus
@@ -28,12 +29,8 @@ EDIT_TYPES = {"subject", "local", "geometry", "auto", "typo", "language", "negat
 PASS_RATE = 0.95
 
 
-def _corpus() -> list[dict]:
-    return planner_corpus.read(CORPUS)
-
-
-def _mismatch(row: dict) -> str | None:
-    return planner_corpus.mismatch(row, tol=1e-3)
+_corpus = partial(planner_corpus.read, CORPUS)
+_mismatch = partial(planner_corpus.mismatch, tol=1e-3)
 
 
 def test_everyday_corpus_is_well_formed():

@@ -840,29 +840,16 @@ class Bench:
         d = self._diffusers
         pbmlx_runs, diff_runs = [first], []
         pairs = 1 if self.plan.quick else 2
+        same = {"variant": first.variant, "seed": self.options.seed}
         for i in range(pairs):
-            diff_runs.append(
-                d.time_edit(
-                    photo,
-                    size,
-                    first.measured_steps,
-                    variant=first.variant,
-                    seed=self.options.seed,
-                    on_step=self.progress(f"diffusers {size}px"),
+            on = self.progress(f"diffusers {size}px")
+            diff_runs.append(d.time_edit(photo, size, first.measured_steps, on_step=on, **same))
+            if i + 1 < pairs:  # alternating: diffusers, pbmlx, diffusers, ...
+                on = self.progress(f"{first.variant} {size}px (alternating)")
+                run = time_editor_edit(
+                    editor, photo, size, first.measured_steps, on_step=on, **same
                 )
-            )
-            if i + 1 < pairs:
-                pbmlx_runs.append(
-                    time_editor_edit(
-                        editor,
-                        photo,
-                        size,
-                        first.measured_steps,
-                        variant=first.variant,
-                        seed=self.options.seed,
-                        on_step=self.progress(f"{first.variant} {size}px (alternating)"),
-                    )
-                )
+                pbmlx_runs.append(run)
         best_d = compare.best_run(diff_runs)
         best_p = compare.best_run(pbmlx_runs)
         for r in edit_rows(best_d, ef):

@@ -35,6 +35,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -389,35 +390,25 @@ class InstructPix2PixPipeline:
         instruction: str,
         *,
         settings: SamplerSettings | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        image_guidance: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
         key: mx.array | None = None,
         noise: InjectedNoise | None = None,
         progress: Progress | None = None,
+        **fields: Any,
     ) -> PipelineResult:
         """Edit ``image`` (``(H, W, 3)`` in [0, 1]; H, W multiples of :attr:`vae_factor`)
         following ``instruction``; returns the edited image at the same size.
 
         Sampler settings: ``settings`` (default ``SamplerSettings()``: 20 steps, guidance 7.5,
-        image guidance 1.5, euler_a, seed 0), with each of the keywords ``steps``,
-        ``guidance``, ``image_guidance``, ``scheduler`` and ``seed`` that is given (not None)
-        in place of its field (:func:`pbmlx.diffuse.settings.resolve`); ``settings.size`` is
+        image guidance 1.5, euler_a, seed 0), with each keyword in ``fields`` (``steps``,
+        ``guidance``, ``image_guidance``, ``scheduler``, ``seed``; None: not given) in place
+        of its field (:func:`pbmlx.diffuse.settings.resolve`; another name is a TypeError);
+        ``settings.size`` is
         not used (the image is already at working size). Randomness: ``noise`` if given, else
         ``key``, else ``mx.random.key(settings.seed)``. ``progress(done, steps)`` is called
         after each evaluated step. Peak memory is MLX's peak over this call (the counter is
         reset at its start).
         """
-        settings = resolve(
-            settings,
-            steps=steps,
-            guidance=guidance,
-            image_guidance=image_guidance,
-            scheduler=scheduler,
-            seed=seed,
-        )
+        settings = resolve(settings, **fields)
         image = mx.array(image) if not isinstance(image, mx.array) else image
         if image.ndim != 3 or image.shape[-1] != 3:
             raise PbmlxError(f"The image to edit must be (H, W, 3), not {tuple(image.shape)}.")
