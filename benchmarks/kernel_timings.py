@@ -1,7 +1,7 @@
 """Each kernel against its MLX-op reference on the backend present, and the adjust engine
 against PIL on 1 MP and 12 MP photos, in the same run.
 
-    .venv/bin/python benchmarks/kernels.py [--json out.json] [--repeats 7] [--sizes 1 12]
+    .venv/bin/python benchmarks/kernel_timings.py [--json out.json] [--repeats 7] [--sizes 1 12]
 
 Rows:
 
