@@ -86,7 +86,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pbmlx.errors import PbmlxError
 from pbmlx.pixels import unit_to_codes
-from pbmlx.save import publish_folder
 
 if TYPE_CHECKING:
     from pbmlx.diffuse.settings import SamplerSettings
@@ -649,6 +648,8 @@ def evaluate(s: EvalSettings, *, progress: bool = True) -> dict:
         summary = _run(s, work, sft, multi, editor, judge, clip, progress)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         _write_json(work / "summary.json", summary)
+        from pbmlx.save import publish_folder  # not at import: the CLI parser loads this module
+
         publish_folder(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
