@@ -40,6 +40,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -58,12 +59,17 @@ ENV_SWITCH = "PBMLX_CPU_KERNELS"  # "0" turns the kernels off
 ENV_KERNELS = "PBMLX_KERNELS"
 ENV_THREADS = "PBMLX_CPU_THREADS"  # worker threads (default: the CPUs this process may use)
 ENV_CACHE = "PBMLX_CACHE"
+ENV_WINOGRAD = "PBMLX_WINOGRAD"  # "0": 3 x 3 convolutions by im2col only; "2": F(2 x 2) only
 COMPILE_FLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared")
 NATIVE_FLAGS = ("-march=native",)  # tried first; dropped if the compiler refuses them
 COMPILE_TIMEOUT_S = 120
 MIN_PARALLEL = 1 << 16  # elements below which a kernel runs on the calling thread only
 MIN_KERNEL = 1 << 12  # elements below which the MLX reference runs (no sync for tiny arrays)
 CHUNKS_PER_THREAD = 4  # work is cut in this many chunks per thread, taken dynamically
+# A GEMM is cut in one part per thread: each part packs its own copy of the shared operand
+# (OpenBLAS packs per call), so finer cuts repeat that traffic (measured: 1 part per thread
+# 5-50% faster than 4 on the UNet's shapes, on 2 quiet cores).
+GEMM_CHUNKS_PER_THREAD = 1
 QUERY_BLOCK = 24  # attention query rows per block (QR in the C source)
 
 # The C source, a file beside this one (installed as package data).
@@ -164,6 +170,12 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.pb_im2col.restype = None
     lib.pb_fill_rows.argtypes = [P, N, P, N, N]
     lib.pb_fill_rows.restype = None
+    lib.pb_wino_weight.argtypes = [P, N, C, N, N, P, N]
+    lib.pb_wino_weight.restype = None
+    lib.pb_wino_input.argtypes = [P, N, N, N, C, N, N, N, N, P, N]
+    lib.pb_wino_input.restype = None
+    lib.pb_wino_output.argtypes = [P, N, N, C, N, N, N, N, N, N, N, N, N, P, P]
+    lib.pb_wino_output.restype = None
     lib.pb_adjust_chain.argtypes = [P, C, P, C, N, P, N, P, N, N, P]
     lib.pb_adjust_chain.restype = None
 
@@ -197,7 +209,33 @@ def _load() -> tuple[ctypes.CDLL | None, KernelInfo]:
         _self_check(lib)
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, KernelInfo(False, "", f"build failed: {e}", threads)
+    _reuse_freed_memory()
     return lib, KernelInfo(True, str(path), how, threads)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+REUSE_BYTES = 256 << 20
+
+
+def _reuse_freed_memory() -> bool:
+    """Let glibc keep freed blocks up to :data:`REUSE_BYTES` for reuse (Linux only).
+
+    MLX's CPU allocator and these kernels' outputs take every array from ``malloc``; glibc
+    serves blocks above its mmap threshold (at most 32 MB) with fresh pages and unmaps them on
+    free, so each step of the UNet faults in its activations again: at 512 px, 380 thousand
+    page faults and 1.4 s of kernel time per step (getrusage). Raising the mmap and trim
+    thresholds makes those blocks come from, and go back to, the heap; the cost is that up to
+    that much freed memory stays mapped to the process. ``PBMLX_MALLOC=default`` leaves glibc's
+    settings alone. Returns whether they were changed."""
+    if os.environ.get("PBMLX_MALLOC", "").strip() == "default" or sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, REUSE_BYTES) and mallopt(M_TRIM_THRESHOLD, REUSE_BYTES))
 
 
 def _lib() -> ctypes.CDLL | None:
@@ -243,12 +281,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _parallel(fn: Callable[[int, int], None], n: int, size: int, grain: int = 1) -> None:
+def _parallel(
+    fn: Callable[[int, int], None], n: int, size: int, grain: int = 1, per_thread: int = 0
+) -> None:
     """``fn(i0, i1)`` over ``[0, n)`` in contiguous chunks (multiples of ``grain``) that the
     threads take in turn from a shared counter: a thread slowed down by another process simply
-    takes fewer chunks. ``size`` is the job's element count (small jobs stay on this thread)."""
+    takes fewer chunks. ``size`` is the job's element count (small jobs stay on this thread);
+    ``per_thread`` chunks per thread (default :data:`CHUNKS_PER_THREAD`)."""
     threads = info().threads if size >= MIN_PARALLEL else 1
-    chunks = min(threads * CHUNKS_PER_THREAD, n // grain)
+    chunks = min(threads * (per_thread or CHUNKS_PER_THREAD), n // grain)
     if threads == 1 or chunks <= 1:
         fn(0, n)
         return
@@ -270,6 +311,15 @@ def _scratch(nbytes: int) -> np.ndarray:
     buf = getattr(_WORK, "buf", None)
     if buf is None or buf.nbytes < nbytes:
         buf = _WORK.buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
+    return buf
+
+
+def _workspace(nbytes: int) -> np.ndarray:
+    """The calling thread's buffer for a kernel's intermediate operands, which the worker
+    threads share (distinct from their own :func:`_scratch`); grown, never shrunk."""
+    buf = getattr(_WORK, "workspace", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _WORK.workspace = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
     return buf
 
 
@@ -597,15 +647,17 @@ def _blas_single_threaded(blas: _Blas):
             blas.set_threads(before)
 
 
-def _split_rows(rows: int) -> bool:
-    """Whether a GEMM with this many output rows is split by rows (else by columns)."""
-    return rows >= info().threads * ROWS_PER_THREAD
+def _split_rows(rows: int, cols: int) -> bool:
+    """Whether a GEMM with this many output rows and columns is split by rows (else by
+    columns): the threads' parts share the operand along the other axis, which each part
+    packs again, so the axis split is the longer one (rows: each part packs all the weight)."""
+    return rows >= info().threads * ROWS_PER_THREAD and rows >= cols
 
 
 def _gemm(blas: _Blas, a: int, M: int, K: int, w: int, N: int, y: int, bias: int | None) -> None:
     """``y (M x N) = a (M x K) . w^T (w: N x K) [+ bias]``, all row-major float32 pointers,
     split over the threads by rows (or by columns when there are few rows)."""
-    by_rows = _split_rows(M)
+    by_rows = _split_rows(M, N)
 
     def run(i0: int, i1: int) -> None:
         m0, m1, n0, n1 = (i0, i1, 0, N) if by_rows else (0, M, i0, i1)
@@ -619,7 +671,8 @@ def _gemm(blas: _Blas, a: int, M: int, K: int, w: int, N: int, y: int, bias: int
             w + 4 * n0 * K, K, 0.0 if bias is None else 1.0, out, N,
         )  # fmt: skip
 
-    _parallel(run, M if by_rows else N, M * N * K, ROWS_PER_THREAD if by_rows else COLS_GRAIN)
+    grain = ROWS_PER_THREAD if by_rows else COLS_GRAIN
+    _parallel(run, M if by_rows else N, M * N * K, grain, GEMM_CHUNKS_PER_THREAD)
 
 
 def linear_reference(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
@@ -680,11 +733,40 @@ def conv2d(
         or (ready := _ready(x, *params)) is None
     ):
         return conv2d_reference(x, weight, bias, stride, padding)
+    if m := _winograd_tile(x.shape, weight.shape, stride, padding):
+        kernel = lambda x, w, *b: _conv3x3_winograd(blas, x, w, b, m)  # noqa: E731
+    else:
+        kernel = lambda x, w, *b: _conv2d_kernel(blas, x, w, b, stride, padding)  # noqa: E731
     return _grad_by(
         lambda x, w, *b: conv2d_reference(x, w, b[0] if b else None, stride, padding),
-        lambda x, w, *b: _conv2d_kernel(blas, x, w, b, stride, padding),
+        kernel,
         *ready,
     )
+
+
+WINOGRAD_MIN_PIXELS = 8 * 8  # output pixels from which a 3 x 3 convolution is Winograd
+WINOGRAD_F4_MIN_PIXELS = 32 * 32  # and from which it uses 4 x 4 output tiles
+WINOGRAD_WORKSPACE_BYTES = 96 << 20  # transformed operands a Winograd convolution may hold
+
+
+def _winograd_tile(xshape, wshape, stride: int, padding: int) -> int:
+    """The Winograd output tile ``m`` for this convolution (0: im2col instead).
+
+    Only stride-1, padding-1 3 x 3 convolutions with channel counts in whole vectors. Measured
+    on the UNet's shapes (2 cores, batch 3; benchmarks/kernel_timings.py): F(2 x 2) is 1.2-2.5x
+    faster than im2col from 8 x 8 pixels up, F(4 x 4) a further 1.3-1.9x from 32 x 32 up and no
+    faster below; under 8 x 8 the tiles are too few for either. F(4 x 4)'s transforms have
+    entries up to 8, which costs precision: 1e-5 of the output's scale against 5e-7 for F(2 x 2)
+    and for im2col (float64 oracle), still 50x finer than float16's rounding.
+    ``PBMLX_WINOGRAD=0`` turns Winograd off, ``=2`` keeps to F(2 x 2)."""
+    _, H, W, C = xshape
+    Cout, kh, kw, _ = wshape
+    mode = os.environ.get(ENV_WINOGRAD, "").strip()
+    if mode == "0" or kh != 3 or kw != 3 or stride != 1 or padding != 1 or C % 8 or Cout % 8:
+        return 0
+    if H * W < WINOGRAD_MIN_PIXELS:
+        return 0
+    return 4 if H * W >= WINOGRAD_F4_MIN_PIXELS and mode != "2" else 2
 
 
 def _conv2d_kernel(blas, x, weight, rest, stride: int, padding: int) -> mx.array:
@@ -697,7 +779,7 @@ def _conv2d_kernel(blas, x, weight, rest, stride: int, padding: int) -> mx.array
     bp = _ptr(rest[0]) if rest else None
     geometry = (H, W, C, kh, kw, stride, padding, Ho, Wo)
     with _blas_single_threaded(blas):
-        if not _split_rows(M):  # few rows: one im2col, the threads split the channels
+        if not _split_rows(M, Cout):  # few rows: one im2col, the threads split the channels
             cols = _scratch(4 * M * K)
             _LIB.pb_im2col(xp, *geometry, 0, M, cols.ctypes.data)
             _gemm(blas, cols.ctypes.data, M, K, wp, Cout, yp, bp)
@@ -717,5 +799,82 @@ def _conv2d_kernel(blas, x, weight, rest, stride: int, padding: int) -> mx.array
                     0.0 if bp is None else 1.0, y, Cout,
                 )  # fmt: skip
 
-        _parallel(run, M, M * Cout * K, ROWS_PER_THREAD)
+        _parallel(run, M, M * Cout * K, ROWS_PER_THREAD, GEMM_CHUNKS_PER_THREAD)
+    return out
+
+
+def _conv3x3_winograd(blas, x, weight, rest, m: int) -> mx.array:
+    """Stride-1, padding-1 3 x 3 convolution as Winograd F(m x m, 3 x 3) (see the C source),
+    in blocks whose transformed operands stay within :data:`WINOGRAD_WORKSPACE_BYTES`:
+
+    - small weights (transformed ``U`` within half the budget): ``U`` once, then the threads
+      take blocks of tiles: input transform, ``alpha^2`` GEMMs, output transform per block;
+    - large weights (few tiles, many channels): the input transform of a span of tiles once,
+      then the threads take blocks of output channels: their part of ``U``, the GEMMs, the
+      output transform; spans are as long as the budget allows (usually all the tiles).
+    """
+    B, H, W, C = x.shape
+    Cout = weight.shape[0]
+    P = (m + 2) ** 2
+    th, tw = -(-H // m), -(-W // m)
+    T = B * th * tw
+    threads = info().threads
+    out, view = _out((B, H, W, Cout))
+    xp, wp, yp = _ptr(x), _ptr(weight), view.ctypes.data
+    bp = _ptr(rest[0]) if rest else None
+    geometry = (H, W, th, tw)
+    per_thread = WINOGRAD_WORKSPACE_BYTES // (2 * threads)
+
+    def gemms(v: int, rows: int, u: int, cols: int, out_m: int) -> None:
+        # M_p (rows x cols) = V_p (rows x C) . U_p^T (U_p: cols x C), p < P
+        for p in range(P):
+            blas.sgemm(
+                ROW_MAJOR, NO_TRANS, TRANS, rows, cols, C, 1.0, v + 4 * p * rows * C, C,
+                u + 4 * p * cols * C, C, 0.0, out_m + 4 * p * rows * cols, cols,
+            )  # fmt: skip
+
+    with _blas_single_threaded(blas):
+        if 4 * P * Cout * C <= WINOGRAD_WORKSPACE_BYTES // 2:
+            up = _workspace(4 * P * Cout * C).ctypes.data
+            _parallel(
+                lambda o0, o1: _LIB.pb_wino_weight(wp, C, m, o0, o1, up + 4 * o0 * C, Cout),
+                Cout, Cout * C * 9,
+            )  # fmt: skip
+            block = max(8, min(per_thread // (4 * P * (C + Cout)), -(-T // threads)))
+
+            def by_tiles(t0: int, t1: int) -> None:
+                work = _scratch(4 * P * block * (C + Cout)).ctypes.data
+                for b0 in range(t0, t1, block):
+                    n = min(block, t1 - b0)
+                    vp, mp = work, work + 4 * P * n * C
+                    _LIB.pb_wino_input(xp, H, W, C, m, th, tw, b0, b0 + n, vp, n)
+                    gemms(vp, n, up, Cout, mp)
+                    _LIB.pb_wino_output(
+                        mp, n, Cout, m, *geometry, b0, b0 + n, 0, Cout, Cout, bp, yp
+                    )
+
+            _parallel(by_tiles, T, T * Cout * C * P, 1, GEMM_CHUNKS_PER_THREAD)
+            return out
+        span = max(1, min(T, (WINOGRAD_WORKSPACE_BYTES // 2) // (4 * P * C)))
+        block = max(8, min(per_thread // (4 * P * (C + span)) // 8 * 8, -(-Cout // threads)))
+        for s0 in range(0, T, span):
+            n = min(span, T - s0)
+            vp = _workspace(4 * P * n * C).ctypes.data
+
+            def inputs(t0: int, t1: int, s0: int = s0, n: int = n, vp: int = vp) -> None:
+                _LIB.pb_wino_input(xp, H, W, C, m, th, tw, s0 + t0, s0 + t1, vp + 4 * t0 * C, n)
+
+            def by_channels(o0: int, o1: int, s0: int = s0, n: int = n, vp: int = vp) -> None:
+                work = _scratch(4 * P * block * (C + n)).ctypes.data
+                for c0 in range(o0, o1, block):
+                    k = min(block, o1 - c0)
+                    ub, mb = work, work + 4 * P * k * C
+                    _LIB.pb_wino_weight(wp, C, m, c0, c0 + k, ub, k)
+                    gemms(vp, n, ub, k, mb)
+                    _LIB.pb_wino_output(
+                        mb, n, k, m, *geometry, s0, s0 + n, c0, c0 + k, Cout, bp, yp
+                    )
+
+            _parallel(inputs, n, n * C * P)
+            _parallel(by_channels, Cout, n * Cout * C * P, 8, GEMM_CHUNKS_PER_THREAD)
     return out

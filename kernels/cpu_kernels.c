@@ -144,6 +144,138 @@ void pb_fill_rows(float *y, int64_t ldy, const float *b, int64_t rows, int64_t n
   for (int64_t r = 0; r < rows; r++) memcpy(y + r * ldy, b, (size_t)n * sizeof(float));
 }
 
+/* ------------------------------------------------------------------ Winograd 3 x 3 convolution */
+
+/* F(m x m, 3 x 3), m = 2 or 4 (alpha = m + 2): a stride-1, padding-1 convolution of x (B, H, Wd,
+   C; channels last) is computed per m x m output tile from the alpha x alpha input tile d above
+   it as Y = A^T [ (G g G^T) . (B^T d B) ] A, the product "." elementwise per position and summed
+   over input channels, so each of the alpha^2 positions is one GEMM
+   M_p (T x O) = V_p (T x C) . U_p^T (U_p: O x C), T = B ceil(H/m) ceil(Wd/m) tiles.
+   Multiplies per output: 9 C direct, (alpha/m)^2 C here (4 C at m = 2, 2.25 C at m = 4).
+   Interpolation points 0, -1, 1 (m = 2) and 0, 1, -1, 2, -2 (m = 4), plus infinity.
+   Vectorised over 8 channels; C and O must be multiples of 8 (the dispatcher checks). */
+
+static const float WG_BT2[4 * 4] = {1, 0, -1, 0, 0, 1, 1, 0, 0, -1, 1, 0, 0, 1, 0, -1};
+static const float WG_G2[4 * 3] = {1, 0, 0, .5f, .5f, .5f, .5f, -.5f, .5f, 0, 0, 1};
+static const float WG_AT2[2 * 4] = {1, 1, 1, 0, 0, 1, -1, -1};
+static const float WG_BT4[6 * 6] = {4, 0, -5, 0,  1, 0, 0, -4, -4, 1, 1, 0, 0, 4, -4, -1, 1, 0,
+                                    0, -2, -1, 2, 1, 0, 0, 2, -1, -2, 1, 0, 0, 4, 0,  -5, 0, 1};
+static const float WG_G4[6 * 3] = {1.f / 4,  0,        0,       -1.f / 6, -1.f / 6, -1.f / 6,
+                                   -1.f / 6, 1.f / 6,  -1.f / 6, 1.f / 24, 1.f / 12, 1.f / 6,
+                                   1.f / 24, -1.f / 12, 1.f / 6, 0,        0,        1};
+static const float WG_AT4[4 * 6] = {1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0,
+                                    0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1};
+
+/* out (r x c) = L (r x k) . in (k x c), vectors; L a constant matrix (zeros skipped). */
+static inline void wg_left(const float *L, int r, int k, int c, const vf *in, vf *out) {
+  for (int i = 0; i < r; i++)
+    for (int j = 0; j < c; j++) {
+      vf s = (vf){0};
+      for (int t = 0; t < k; t++)
+        if (L[i * k + t] != 0.0f) s += L[i * k + t] * in[t * c + j];
+      out[i * c + j] = s;
+    }
+}
+
+/* out (r x c) = in (r x k) . R^T (R: c x k), vectors. */
+static inline void wg_right(const float *R, int r, int k, int c, const vf *in, vf *out) {
+  for (int i = 0; i < r; i++)
+    for (int j = 0; j < c; j++) {
+      vf s = (vf){0};
+      for (int t = 0; t < k; t++)
+        if (R[j * k + t] != 0.0f) s += in[i * k + t] * R[j * k + t];
+      out[i * c + j] = s;
+    }
+}
+
+/* U[p, o - o0, c] = (G g_oc G^T)[p] for output channels [o0, o1); w (O, 3, 3, C); U holds
+   ldu rows (output channels) per position. */
+static inline void wg_weight(const float *w, int64_t C, int m, int64_t o0, int64_t o1, float *U,
+                             int64_t ldu) {
+  const int a = m + 2;
+  const float *G = m == 2 ? WG_G2 : WG_G4;
+  vf g[9], t[6 * 3], u[36];
+  for (int64_t o = o0; o < o1; o++)
+    for (int64_t c = 0; c < C; c += W) {
+      for (int i = 0; i < 9; i++) g[i] = ld(w + (o * 9 + i) * C + c);
+      wg_left(G, a, 3, 3, g, t);  /* G g: a x 3 */
+      wg_right(G, a, 3, a, t, u); /* (G g) G^T: a x a */
+      for (int p = 0; p < a * a; p++) st(U + (p * ldu + o - o0) * C + c, u[p]);
+    }
+}
+void pb_wino_weight(const float *w, int64_t C, int m, int64_t o0, int64_t o1, float *U,
+                    int64_t ldu) {
+  if (m == 2) wg_weight(w, C, 2, o0, o1, U, ldu);
+  else wg_weight(w, C, 4, o0, o1, U, ldu);
+}
+
+/* V[p, t - t0, c] = (B^T d_t B)[p] for tiles [t0, t1) (t = (b th + ty) tw + tx; zero padding
+   of 1); V holds ldv rows (tiles) per position. */
+static inline void wg_input(const float *x, int64_t H, int64_t Wd, int64_t C, int m, int64_t th,
+                            int64_t tw, int64_t t0, int64_t t1, float *V, int64_t ldv) {
+  const int a = m + 2;
+  const float *BT = m == 2 ? WG_BT2 : WG_BT4;
+  vf d[36], t[36], v[36];
+  for (int64_t tile = t0; tile < t1; tile++) {
+    const int64_t tx = tile % tw, ty = (tile / tw) % th, b = tile / (tw * th);
+    const int64_t y0 = ty * m - 1, x0 = tx * m - 1;
+    float *row = V + (tile - t0) * C;
+    for (int64_t c = 0; c < C; c += W) {
+      for (int i = 0; i < a; i++)
+        for (int j = 0; j < a; j++) {
+          const int64_t iy = y0 + i, ix = x0 + j;
+          d[i * a + j] = (iy < 0 || iy >= H || ix < 0 || ix >= Wd)
+                             ? (vf){0}
+                             : ld(x + ((b * H + iy) * Wd + ix) * C + c);
+        }
+      wg_left(BT, a, a, a, d, t);  /* B^T d */
+      wg_right(BT, a, a, a, t, v); /* (B^T d) B */
+      for (int p = 0; p < a * a; p++) st(row + p * ldv * C + c, v[p]);
+    }
+  }
+}
+void pb_wino_input(const float *x, int64_t H, int64_t Wd, int64_t C, int m, int64_t th,
+                   int64_t tw, int64_t t0, int64_t t1, float *V, int64_t ldv) {
+  if (m == 2) wg_input(x, H, Wd, C, 2, th, tw, t0, t1, V, ldv);
+  else wg_input(x, H, Wd, C, 4, th, tw, t0, t1, V, ldv);
+}
+
+/* y[b, ty m + i, tx m + j, o] = (A^T M_t A)[i, j] + bias[o] for tiles [t0, t1) and output
+   channels [o0, o1), clipped to the H x Wd output (O channels per pixel); M[p, t - t0, o - o0]
+   with ldm rows (tiles) per position and ldc floats per row; bias may be NULL. */
+static inline void wg_output(const float *M, int64_t ldm, int64_t ldc, int m, int64_t H,
+                             int64_t Wd, int64_t th, int64_t tw, int64_t t0, int64_t t1,
+                             int64_t o0, int64_t o1, int64_t O, const float *bias, float *y) {
+  const int a = m + 2;
+  const float *AT = m == 2 ? WG_AT2 : WG_AT4;
+  vf mm[36], t[4 * 6], r[16];
+  for (int64_t tile = t0; tile < t1; tile++) {
+    const int64_t tx = tile % tw, ty = (tile / tw) % th, b = tile / (tw * th);
+    const float *row = M + (tile - t0) * ldc;
+    for (int64_t o = o0; o < o1; o += W) {
+      for (int p = 0; p < a * a; p++) mm[p] = ld(row + p * ldm * ldc + o - o0);
+      wg_left(AT, m, a, a, mm, t); /* A^T M: m x a */
+      wg_right(AT, m, a, m, t, r); /* (A^T M) A: m x m */
+      const vf bv = bias ? ld(bias + o) : (vf){0};
+      for (int i = 0; i < m; i++) {
+        const int64_t oy = ty * m + i;
+        if (oy >= H) break;
+        for (int j = 0; j < m; j++) {
+          const int64_t ox = tx * m + j;
+          if (ox >= Wd) break;
+          st(y + ((b * H + oy) * Wd + ox) * O + o, r[i * m + j] + bv);
+        }
+      }
+    }
+  }
+}
+void pb_wino_output(const float *M, int64_t ldm, int64_t ldc, int m, int64_t H, int64_t Wd,
+                    int64_t th, int64_t tw, int64_t t0, int64_t t1, int64_t o0, int64_t o1,
+                    int64_t O, const float *bias, float *y) {
+  if (m == 2) wg_output(M, ldm, ldc, 2, H, Wd, th, tw, t0, t1, o0, o1, O, bias, y);
+  else wg_output(M, ldm, ldc, 4, H, Wd, th, tw, t0, t1, o0, o1, O, bias, y);
+}
+
 /* ------------------------------------------------------------------ group norm */
 
 /* GroupNorm of one sample x (HW x C, channels last) over its groups [g0, g1) (C / G channels
